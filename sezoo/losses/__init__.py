@@ -1,0 +1,3 @@
+from sezoo.losses.spectral import CompressedSpectralMSE, NegativeSISDR
+
+__all__ = ["CompressedSpectralMSE", "NegativeSISDR"]

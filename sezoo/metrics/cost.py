@@ -1,0 +1,118 @@
+"""Cost: multiply-accumulates per second of audio, parameters, deployable bytes.
+
+MACs come from ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs / 2 for the matmul and conv
+kernels it counts). Work it cannot see, or work that a dynamic model skips at run time, is reported
+through :func:`report_macs`: a module calls it inside ``forward`` with what it actually executed, and
+:func:`count_macs` adds it in. A model that reports *all* of its work itself sets the attribute
+``reports_own_macs = True`` and the counter then trusts its report alone.
+
+The STFT/iSTFT framing is not counted (as in the papers): costs are the network's.
+"""
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+_ledger: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("sezoo_mac_ledger", default=None)
+
+
+def report_macs(n: int) -> None:
+    """Called by a module during forward to add MACs the FLOP counter does not see."""
+    ledger = _ledger.get()
+    if ledger is not None:
+        ledger.append(int(n))
+
+
+def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
+    """MACs executed by ``model(*inputs)`` (no grad, the model's current mode)."""
+    ledger: list[int] = []
+    token = _ledger.set(ledger)
+    try:
+        with torch.no_grad():
+            if getattr(model, "reports_own_macs", False):
+                model(*inputs)
+                return sum(ledger)
+            with FlopCounterMode(display=False) as counter:
+                model(*inputs)
+        return counter.get_total_flops() // 2 + sum(ledger)
+    finally:
+        _ledger.reset(token)
+
+
+def static_macs_per_second(model: nn.Module, sample_rate: int, seconds: tuple[float, float] = (2.0, 4.0)) -> float:
+    """MACs per second of audio for a model whose cost is affine in the input length.
+
+    The difference of two lengths cancels the fixed cost of edge frames, so a frame model with hop h
+    gives exactly ``macs_per_frame * sample_rate / h``; lengths are rounded to whole hops (a model's
+    ``hop_samples`` attribute) so that both contain a whole number of frames.
+    """
+    was_training = model.training
+    model.eval()
+    hop = getattr(model, "hop_samples", 1)
+    try:
+        n1, n2 = (round(s * sample_rate / hop) * hop for s in seconds)
+        m1 = count_macs(model, torch.zeros(1, n1))
+        m2 = count_macs(model, torch.zeros(1, n2))
+    finally:
+        model.train(was_training)
+    return (m2 - m1) * sample_rate / (n2 - n1)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class TensorBytes:
+    name: str
+    numel: int
+    nonzero: int
+    bits: int
+    encoding: str
+    bytes: int
+
+
+@dataclass
+class DeployableBytes:
+    total: int
+    tensors: list[TensorBytes] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        counts: dict[str, int] = {}
+        for t in self.tensors:
+            counts[t.encoding] = counts.get(t.encoding, 0) + 1
+        return {"total": self.total, "encodings": counts}
+
+
+def _tensor_bytes(name: str, tensor: torch.Tensor, bits: int) -> TensorBytes:
+    numel = tensor.numel()
+    nonzero = int(torch.count_nonzero(tensor))
+    dense = -(-numel * bits // 8)
+    # Sparse encodings: a presence bitmap (1 bit per element) plus the non-zero values, or
+    # coordinate form with 16-bit indices per non-zero value. The cheapest of the three is deployed.
+    bitmap = -(-numel // 8) + -(-nonzero * bits // 8)
+    coordinate = nonzero * 2 + -(-nonzero * bits // 8)
+    options = {"dense": dense, "bitmap": bitmap, "coo16": coordinate if numel <= 65536 * 65536 else dense}
+    encoding = min(options, key=lambda k: (options[k], k != "dense"))
+    return TensorBytes(name, numel, nonzero, bits, encoding, options[encoding])
+
+
+def deployable_bytes(model: nn.Module, bit_widths: dict[str, int] | None = None, default_bits: int = 32) -> DeployableBytes:
+    """Bytes to deploy the model: every tensor needed at inference at its bit width.
+
+    ``bit_widths`` maps state-dict names to bits (QAT supplies it); others use ``default_bits``.
+    Batch-norm statistics are counted (they are needed unless folded); step counters are not.
+    """
+    bit_widths = bit_widths or {}
+    report = DeployableBytes(total=0)
+    for name, tensor in model.state_dict().items():
+        if name.endswith("num_batches_tracked") or not tensor.is_floating_point():
+            continue
+        entry = _tensor_bytes(name, tensor.detach(), bit_widths.get(name, default_bits))
+        report.tensors.append(entry)
+        report.total += entry.bytes
+    return report

@@ -1,0 +1,31 @@
+"""Quality metrics through torchmetrics: PESQ (wide band), STOI, SI-SDR; DNSMOS where available."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torchmetrics.functional.audio import (perceptual_evaluation_speech_quality,
+                                           scale_invariant_signal_distortion_ratio,
+                                           short_time_objective_intelligibility)
+
+QUALITY_KEYS = ("pesq_wb", "stoi", "si_sdr")
+
+
+def pesq_wb(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int = 16000) -> float:
+    """PESQ-WB of one utterance; NaN (with a warning) where PESQ finds no speech to score."""
+    try:
+        return float(perceptual_evaluation_speech_quality(estimate, reference, sample_rate, "wb"))
+    except Exception as err:  # the pesq C library raises its own error types for silent input
+        warnings.warn(f"PESQ could not score an utterance ({err}); counted as NaN", stacklevel=2)
+        return math.nan
+
+
+def quality(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int = 16000) -> dict[str, float]:
+    """The three quality metrics of one mono utterance (1-D tensors of equal length)."""
+    estimate, reference = estimate.detach().float().cpu(), reference.detach().float().cpu()
+    return {
+        "pesq_wb": pesq_wb(estimate, reference, sample_rate),
+        "stoi": float(short_time_objective_intelligibility(estimate, reference, sample_rate)),
+        "si_sdr": float(scale_invariant_signal_distortion_ratio(estimate, reference)),
+    }

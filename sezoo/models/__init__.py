@@ -1,0 +1,4 @@
+from sezoo.models._registry import create_model, list_models, register_model
+from sezoo.models.convfsenet import ConvFSENet
+
+__all__ = ["ConvFSENet", "create_model", "list_models", "register_model"]

@@ -1,0 +1,3 @@
+from sezoo.nn.stft import STFT
+
+__all__ = ["STFT"]

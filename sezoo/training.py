@@ -1,0 +1,169 @@
+"""The SE training base that recipes reuse: a LightningModule, the trainer, the run folder.
+
+A recipe supplies the network (``model``: noisy waveform [B, T] -> enhanced [B, T]) and the loss; the
+base does the rest the same way for every recipe: quality metrics through torchmetrics at validation
+and test (input metrics too at test), cost through :class:`~sezoo.callbacks.CostMeter`, the resolved
+config in every checkpoint, ``results.json`` and an exported model in the run folder.
+"""
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics import MeanMetric
+
+from sezoo.callbacks.cost_meter import CostMeter
+from sezoo.config import save_config
+from sezoo.export import export_model
+from sezoo.metrics.quality import QUALITY_KEYS, quality
+
+
+class SEModule(L.LightningModule):
+    def __init__(self, model: nn.Module, loss: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
+                 config: dict | None = None):
+        super().__init__()
+        self.model, self.loss_fn = model, loss
+        self.lr, self.weight_decay = lr, weight_decay
+        self.config = config or {}
+        self.sample_rate = getattr(model, "sample_rate", 16000)
+        self.metrics = nn.ModuleDict({
+            f"{split}_{who}_{key}": MeanMetric(nan_strategy="ignore")
+            for split, whos in (("val", ("output",)), ("test", ("output", "input")))
+            for who in whos for key in QUALITY_KEYS
+        })
+
+    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
+        return self.model(noisy)
+
+    def compute_loss(self, estimate: torch.Tensor, clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        """Reconstruction loss; recipes override it to add their own terms."""
+        return self.loss_fn(estimate, clean)
+
+    def training_step(self, batch, batch_idx):
+        noisy, clean, _ = batch
+        loss = self.compute_loss(self(noisy), clean, noisy)
+        self.log("train/loss", loss, prog_bar=True, batch_size=noisy.shape[0])
+        return loss
+
+    def _score(self, split: str, who: str, estimate: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
+        scores = quality(estimate[0], clean[0], self.sample_rate)
+        for key, value in scores.items():
+            self.metrics[f"{split}_{who}_{key}"].update(torch.tensor(value, dtype=torch.float32))
+        return scores
+
+    def validation_step(self, batch, batch_idx):
+        noisy, clean, _ = batch
+        estimate = self(noisy)
+        self.log("val/loss", self.compute_loss(estimate, clean, noisy), prog_bar=True, batch_size=1, sync_dist=True)
+        self._score("val", "output", estimate, clean)
+
+    def test_step(self, batch, batch_idx):
+        noisy, clean, _ = batch
+        self._score("test", "output", self(noisy), clean)
+        self._score("test", "input", noisy, clean)
+
+    def _log_metrics(self, split: str) -> None:
+        for name, metric in self.metrics.items():
+            if name.startswith(split + "_") and metric.update_called:
+                _, who, key = name.split("_", 2)
+                prefix = f"{split}/" if who == "output" else f"{split}/input/"
+                self.log(prefix + key, metric.compute(), prog_bar=(split == "val" and key == "pesq_wb"))
+                metric.reset()
+
+    def on_validation_epoch_end(self):
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self):
+        self._log_metrics("test")
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["sezoo_config"] = self.config
+
+
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def run_folder(cfg: DictConfig, recipe: str) -> Path:
+    name = cfg.run.name or f"{cfg.get('stage', 'run')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path(cfg.run.dir) / recipe / name
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = ()) -> L.Trainer:
+    loggers = [CSVLogger(str(run_dir), name="logs", version="")]
+    if cfg.logger.wandb:
+        offline = not _wandb_logged_in()  # never prompt: offline unless the user is logged in
+        loggers.append(WandbLogger(project=cfg.logger.project, name=run_dir.name, save_dir=str(run_dir),
+                                   offline=offline, config=OmegaConf.to_container(cfg, resolve=True)))
+    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/loss",
+                                 mode="min", save_top_k=1, save_last=True)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return L.Trainer(default_root_dir=str(run_dir), logger=loggers,
+                     callbacks=[checkpoint, CostMeter(cfg.data.sample_rate), *callbacks], **trainer_kwargs)
+
+
+def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    if cfg.run.resume:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.exists():
+            return str(last)
+        print(f"run.resume: no checkpoint at {last}; starting from scratch")
+    return None
+
+
+def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataModule, recipe: str,
+                 arch: str, arch_kwargs: dict, callbacks: list[L.Callback] = ()) -> dict:
+    """Train, test the best checkpoint, and write config.yaml, results.json and the exported model."""
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = run_folder(cfg, recipe)
+    save_config(cfg, run_dir / "config.yaml")
+    module.config = OmegaConf.to_container(cfg, resolve=True)
+    trainer = build_trainer(cfg, run_dir, list(callbacks))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
+    best = trainer.checkpoint_callback.best_model_path or None
+    tested = trainer.test(module, datamodule=datamodule, ckpt_path=best)[0]
+    if not trainer.is_global_zero:
+        return {}
+    cost_meter = next(c for c in trainer.callbacks if isinstance(c, CostMeter))
+    results = {
+        "recipe": recipe,
+        "run": run_dir.name,
+        "checkpoint": best,
+        "n_test_files": len(datamodule.datasets["test"]),
+        "metrics": {k: tested[f"test/{k}"] for k in QUALITY_KEYS},
+        "input_metrics": {k: tested[f"test/input/{k}"] for k in QUALITY_KEYS},
+        "cost": cost_meter.last,
+        "data": cfg.data.name,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    export_model(module.model, run_dir, arch, arch_kwargs, extra={"recipe": recipe, "results": results})
+    print_results(results)
+    print(f"run folder: {run_dir}")
+    return results
+
+
+def print_results(results: dict) -> None:
+    rows = [("PESQ-WB", "pesq_wb", "{:.3f}"), ("STOI", "stoi", "{:.3f}"), ("SI-SDR (dB)", "si_sdr", "{:.2f}")]
+    print(f"\n{'':14}{'noisy input':>14}{'enhanced':>12}")
+    for label, key, fmt in rows:
+        print(f"{label:14}{fmt.format(results['input_metrics'][key]):>14}{fmt.format(results['metrics'][key]):>12}")
+    cost = results["cost"]
+    print(f"\ncost: {cost['macs_per_second'] / 1e6:.2f} MMAC/s, {cost['params'] / 1e6:.3f} M params, "
+          f"{cost['model_bytes'] / 1e6:.3f} MB deployable")
