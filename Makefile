@@ -1,0 +1,35 @@
+# sezoo: `make demo` (the main job on the embedded corpus) and `make test` (what CI runs).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.sezoo-installed
+export SEZOO_DATA ?= $(CURDIR)/data
+DEMO_EPOCHS ?= 3
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sezoo data prepare mini --install-deps
+	$(BIN)/python recipes/dyncp/train.py run.name=demo trainer.max_epochs=$(DEMO_EPOCHS)
+	$(BIN)/sezoo evaluate --model runs/dyncp/demo --noisy $(SEZOO_DATA)/mini/test/noisy \
+		--clean $(SEZOO_DATA)/mini/test/clean --json runs/dyncp/demo/evaluate.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/latency.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,111 @@
+"""The ``sezoo`` command: data preparation, evaluation and enhancement (see ``sezoo --help``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sezoo.data.audio import AudioError
+from sezoo.training import print_results
+
+CORPORA = ("mini",)
+
+
+def _data_prepare(args) -> None:
+    from sezoo.data import mini
+    from sezoo.data.datamodule import data_root
+
+    root = data_root(args.root)
+    missing = mini.missing_packages(mini.DEFAULT_SOUNDS_DIR, mini.DEFAULT_MOH_DIR, mini.FLITE_VOICES)
+    if missing:
+        if not args.install_deps:
+            raise mini.MissingSources(missing)
+        print(f"installing OS packages: {' '.join(missing)}")
+        mini.install_packages(missing)
+    folder = mini.build_mini(root, seed=args.seed, progress=not args.quiet)
+    summary = mini.info(folder)
+    print(f"mini corpus ready at {folder}: {summary['speech_minutes']} min of speech, {summary['voices']} voices "
+          f"({summary['recorded_voices']} recorded), {summary['noise_categories']} noise categories, "
+          f"splits {summary['splits']}")
+
+
+def _data_info(args) -> None:
+    from sezoo.data import mini
+    from sezoo.data.datamodule import data_root
+
+    summary = mini.info(data_root(args.root) / args.corpus)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key:22} {value}")
+
+
+def _evaluate(args) -> None:
+    from sezoo.inference import evaluate, resolve_model
+
+    report = evaluate(resolve_model(args.model), args.noisy, args.clean, model_name=args.model,
+                      progress=not args.quiet)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    print(f"{report['model']}: {report['n_files']} files")
+    print_results(report)
+    print(f"real-time factor {report['cost']['rtf']:.4f} ({report['cost']['threads']} threads)")
+
+
+def _enhance(args) -> None:
+    from sezoo.inference import enhance, resolve_model
+
+    written = enhance(resolve_model(args.model), args.input, args.output)
+    print(f"wrote {len(written)} file(s) to {args.output}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sezoo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="build or describe a corpus").add_subparsers(dest="action", required=True)
+    prepare = data.add_parser("prepare", help="build a corpus (mini: from OS packages)")
+    prepare.add_argument("corpus", choices=CORPORA)
+    prepare.add_argument("--root", help="data root (default $SEZOO_DATA or ~/.local/share/sezoo)")
+    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--install-deps", action="store_true",
+                         help="apt-get install the source packages if missing (needs root)")
+    prepare.add_argument("--quiet", action="store_true")
+    prepare.set_defaults(func=_data_prepare)
+    info = data.add_parser("info", help="describe a built corpus")
+    info.add_argument("corpus", choices=CORPORA)
+    info.add_argument("--root")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_data_info)
+
+    ev = sub.add_parser("evaluate", help="quality and cost of a model on paired noisy/clean folders")
+    ev.add_argument("--model", required=True, help="zoo name or path to an exported model / run folder")
+    ev.add_argument("--noisy", required=True)
+    ev.add_argument("--clean", required=True)
+    ev.add_argument("--json", help="write the full report (per file too) here")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_evaluate)
+
+    en = sub.add_parser("enhance", help="enhance a .wav file or a folder of them")
+    en.add_argument("--model", required=True)
+    en.add_argument("input")
+    en.add_argument("output")
+    en.set_defaults(func=_enhance)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (AudioError, FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+        print(f"sezoo: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from sezoo.losses import CompressedSpectralMSE, NegativeSISDR
+from sezoo.metrics.quality import quality
+from sezoo.models import create_model
+from sezoo.nn import STFT
+
+from conftest import speech_like
+
+
+def test_stft_round_trip():
+    stft = STFT(512, 256)
+    x = torch.randn(2, 5000)
+    assert torch.allclose(stft.inverse(stft(x), 5000), x, atol=1e-5)
+    assert stft(x).shape == (2, 257, 1 + 5000 // 256)
+
+
+def test_convfsenet_shapes_and_mask_range():
+    model = create_model("convfsenet", channels=16, hidden=32, stacks=1).eval()
+    x = torch.randn(3, 4000)
+    assert model(x).shape == (3, 4000)
+    mask = model.mask(model.features(model.stft(x)))
+    assert mask.shape == (3, 257, 16) and mask.min() >= 0 and mask.max() <= 1
+
+
+def test_causal_variant_ignores_the_future():
+    torch.manual_seed(0)
+    for causal, expect_same in ((True, True), (False, False)):
+        model = create_model("convfsenet", channels=16, hidden=32, stacks=1, causal=causal).eval()
+        feats = torch.rand(1, 257, 20)
+        changed = feats.clone()
+        changed[..., 12:] += 1.0
+        same = torch.allclose(model.mask(feats)[..., :12], model.mask(changed)[..., :12])
+        assert same == expect_same
+
+
+def test_unknown_architecture_suggests_a_name():
+    with pytest.raises(KeyError, match="Did you mean convfsenet"):
+        create_model("convfsnet")
+
+
+def test_losses_zero_on_target_and_level_invariant():
+    x = torch.randn(2, 8000)
+    y = x + 0.3 * torch.randn(2, 8000)
+    loss = CompressedSpectralMSE()
+    assert loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss(y, x).item() > 0.01
+    assert loss(10 * y, 10 * x).item() == pytest.approx(loss(y, x).item(), rel=1e-4)
+    noise = torch.randn(1, 8000)
+    noise = noise - (noise * x[:1]).sum() / (x[:1] ** 2).sum() * x[:1]  # orthogonal to x
+    noise = noise / noise.norm() * x[:1].norm() * 0.1  # 20 dB below
+    assert -NegativeSISDR()(x[:1] + noise, x[:1]).item() == pytest.approx(20.0, abs=0.05)
+
+
+def test_quality_metrics_on_known_signals():
+    clean = torch.from_numpy(speech_like(np.random.default_rng(0), 3.0))
+    perfect = quality(clean, clean)
+    assert perfect["pesq_wb"] > 4.5 and perfect["stoi"] > 0.99 and perfect["si_sdr"] > 50
+    noisy = clean + 0.05 * torch.randn_like(clean)
+    degraded = quality(noisy, clean)
+    assert degraded["pesq_wb"] < 3.0 and degraded["si_sdr"] < perfect["si_sdr"]
