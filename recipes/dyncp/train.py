@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `recipes` is a namespace package
 
-from module import ARCH, DynCPModule, model_kwargs  # noqa: E402
+from recipes.dyncp.module import ARCH, DynCPModule, model_kwargs  # noqa: E402
 
 from sezoo.config import ConfigError, load_config  # noqa: E402
 from sezoo.data.datamodule import DATA_PRESETS, SEDataModule  # noqa: E402

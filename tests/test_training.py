@@ -1,0 +1,87 @@
+"""End to end on a tiny generated corpus: train, resume, export, evaluate, enhance."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from sezoo.cli import main as sezoo_main
+from sezoo.export import load_exported
+from sezoo.metrics.cost import count_params
+
+from conftest import FAST_TRAINER, REPO, TINY_MODEL, speech_like
+
+
+def _recipe(name):
+    spec = importlib.util.spec_from_file_location(f"train_{name}", REPO / "recipes" / name / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    args = [*TINY_MODEL, *FAST_TRAINER, f"data.root={tiny_corpus}", f"run.dir={runs}", "run.name=t"]
+    results = _recipe("dyncp").main(args)
+    return runs / "dyncp" / "t", results, args
+
+
+def test_run_folder_holds_config_results_checkpoint_and_export(trained):
+    run_dir, results, _ = trained
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert set(saved["metrics"]) == set(saved["input_metrics"]) == {"pesq_wb", "stoi", "si_sdr"}
+    assert saved["n_test_files"] == 2 and saved["cost"]["params"] > 0
+    assert "max_epochs: 1" in (run_dir / "config.yaml").read_text()
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["sezoo_config"]["model"]["channels"] == 16
+    model = load_exported(run_dir)
+    assert count_params(model) == saved["cost"]["params"] and not model.training
+
+
+def test_resume_continues_from_last_checkpoint(trained):
+    run_dir, _, args = trained
+    _recipe("dyncp").main([*args, "trainer.max_epochs=2", "run.resume=true"])
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 4  # 2 steps per epoch, not restarted
+
+
+def test_evaluate_cli_json(trained, tiny_corpus, tmp_path):
+    run_dir, _, _ = trained
+    out = tmp_path / "eval.json"
+    test = tiny_corpus / "mini" / "test"
+    assert sezoo_main(["evaluate", "--model", str(run_dir), "--noisy", str(test / "noisy"),
+                       "--clean", str(test / "clean"), "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_files"] == 2 and len(report["per_file"]) == 2
+    assert set(report["metrics"]) == set(report["input_metrics"]) == {"pesq_wb", "stoi", "si_sdr"}
+    assert set(report["cost"]) >= {"macs_per_second", "params", "model_bytes", "rtf"}
+    assert report["cost"]["macs_per_second"] > 0 and report["cost"]["rtf"] > 0
+
+
+def test_enhance_file_and_folder_keep_input_rate(trained, tmp_path):
+    run_dir, _, _ = trained
+    rng = np.random.default_rng(0)
+    stereo = np.stack([speech_like(rng, 1.0, 48000)] * 2, axis=1)
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", stereo, 48000)
+    sf.write(tmp_path / "in" / "b.wav", speech_like(rng, 0.5), 16000)
+    with pytest.warns(UserWarning):
+        assert sezoo_main(["enhance", "--model", str(run_dir), str(tmp_path / "in" / "a.wav"), str(tmp_path / "a_out.wav")]) == 0
+    info = sf.info(str(tmp_path / "a_out.wav"))
+    assert info.samplerate == 48000 and info.channels == 1 and abs(info.frames - 48000) <= 1
+    assert sezoo_main(["enhance", "--model", str(run_dir), str(tmp_path / "in"), str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav", "b.wav"]
+
+
+def test_bad_model_path_is_a_clear_error(tmp_path, capsys):
+    assert sezoo_main(["enhance", "--model", str(tmp_path), "x.wav", "y.wav"]) == 2
+    assert "no exported model" in capsys.readouterr().err
+
+
+def test_bad_override_exits_with_the_key(tiny_corpus):
+    with pytest.raises(Exception, match="trainer.max_epoch"):
+        _recipe("dyncp").main(["trainer.max_epoch=1"])
