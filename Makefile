@@ -29,7 +29,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/rtf.py
 
 clean:
 	rm -rf $(VENV) runs
