@@ -65,7 +65,11 @@ def apply_overrides(cfg: DictConfig, overrides: list[str], presets: Mapping[str,
         if key in presets:
             if raw not in presets[key]:
                 raise ConfigError(f"{key}={raw!r}: unknown preset; choose from {', '.join(sorted(presets[key]))}")
-            cfg[key] = OmegaConf.merge(cfg[key], presets[key][raw])
+            if isinstance(cfg.get(key), DictConfig):  # a section preset, e.g. data=vbdemand
+                cfg[key] = OmegaConf.merge(cfg[key], presets[key][raw])
+            else:  # a whole-config variant, e.g. variant=keep50: recorded under its key
+                cfg = OmegaConf.merge(cfg, presets[key][raw])
+                cfg[key] = raw
         else:
             plain.append((key, item))
     for key, item in plain:
@@ -86,6 +90,11 @@ def apply_overrides(cfg: DictConfig, overrides: list[str], presets: Mapping[str,
             value = str(value)
         OmegaConf.update(cfg, key, value, merge=False)
     return cfg
+
+
+def load_presets(folder: str | Path) -> dict[str, DictConfig]:
+    """Every ``*.yaml`` in ``folder`` as a preset named by its file stem."""
+    return {p.stem: OmegaConf.load(p) for p in sorted(Path(folder).glob("*.yaml"))}
 
 
 def load_config(path: str | Path, overrides: list[str] = (), presets: Mapping[str, Mapping[str, dict]] | None = None) -> DictConfig:

@@ -152,6 +152,8 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
         "cost": cost_meter.last,
         "data": cfg.data.name,
     }
+    if "test/util/mean" in tested:  # dynamic models: mean utilization over the test utterances
+        results["utilization"] = {k.removeprefix("test/util/"): v for k, v in tested.items() if k.startswith("test/util/")}
     (run_dir / "results.json").write_text(json.dumps(results, indent=1))
     export_model(module.model, run_dir, arch, arch_kwargs, extra={"recipe": recipe, "results": results})
     print_results(results)
@@ -167,3 +169,5 @@ def print_results(results: dict) -> None:
     cost = results["cost"]
     print(f"\ncost: {cost['macs_per_second'] / 1e6:.2f} MMAC/s, {cost['params'] / 1e6:.3f} M params, "
           f"{cost['model_bytes'] / 1e6:.3f} MB deployable")
+    if "utilization" in results:
+        print(f"mean utilization: {results['utilization']['mean']:.3f}")

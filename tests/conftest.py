@@ -52,5 +52,5 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 
 TINY_MODEL = ["model.channels=16", "model.hidden=32", "model.stacks=1", "model.dilations=[1,2]"]
-FAST_TRAINER = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
+FAST_TRAINER = ["stage=dense", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
                 "logger.wandb=false", "data.batch_size=4", "data.segment_seconds=0.5", "trainer.log_every_n_steps=1"]

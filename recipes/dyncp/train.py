@@ -1,31 +1,50 @@
-"""Train DynCP's Conv-FSENet: ``python recipes/dyncp/train.py [key=value ...]``.
+"""Train DynCP: ``python recipes/dyncp/train.py [key=value ...]``.
 
 Overrides are OmegaConf dotlists checked against config.yaml, e.g. ``trainer.max_epochs=3``,
-``data=vbdemand``, ``data=folder data.noisy_dir=... data.clean_dir=...``.
+``variant=keep50``, ``data=vbdemand``, ``data=folder data.noisy_dir=... data.clean_dir=...``.
+``stage=all`` (default) writes two run folders: ``<name>-dense`` and ``<name>-keep<NN>``.
 """
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `recipes` is a namespace package
 
-from recipes.dyncp.module import ARCH, DynCPModule, model_kwargs  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-from sezoo.config import ConfigError, load_config  # noqa: E402
+from recipes.dyncp.module import ARCH, DynCPModule, callbacks, model_kwargs  # noqa: E402
+from sezoo.config import ConfigError, load_config, load_presets  # noqa: E402
 from sezoo.data.datamodule import DATA_PRESETS, SEDataModule  # noqa: E402
-from sezoo.training import fit_and_test  # noqa: E402
+from sezoo.training import fit_and_test, run_folder  # noqa: E402
 
-STAGES = ("dense",)
+HERE = Path(__file__).resolve().parent
+STAGES = ("dense", "gated", "all")
+
+
+def run_stage(cfg: DictConfig) -> dict:
+    if cfg.stage == "gated" and not cfg.init_from:
+        raise ConfigError("stage=gated needs init_from=<dense run folder> (or use stage=all)")
+    datamodule = SEDataModule(cfg.data, min_samples=cfg.model.n_fft)
+    return fit_and_test(cfg, DynCPModule(cfg), datamodule, "dyncp", ARCH, model_kwargs(cfg), callbacks(cfg))
 
 
 def main(argv: list[str]) -> dict:
-    cfg = load_config(Path(__file__).with_name("config.yaml"), argv, presets={"data": DATA_PRESETS})
+    cfg = load_config(HERE / "config.yaml", argv,
+                      presets={"data": DATA_PRESETS, "variant": load_presets(HERE / "variants")})
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage!r}: choose from {', '.join(STAGES)}")
-    module = DynCPModule(cfg)
-    datamodule = SEDataModule(cfg.data, min_samples=cfg.model.n_fft)
-    return fit_and_test(cfg, module, datamodule, "dyncp", ARCH, model_kwargs(cfg))
+    if cfg.stage != "all":
+        return run_stage(cfg)
+    base = cfg.run.name or time.strftime("%Y%m%d-%H%M%S")
+    dense = cfg.copy()
+    dense.stage, dense.run.name = "dense", f"{base}-dense"
+    run_stage(dense)
+    gated = cfg.copy()
+    gated.stage, gated.run.name = "gated", f"{base}-keep{round(cfg.model.keep * 100)}"
+    gated.init_from = str(run_folder(dense, "dyncp"))
+    return run_stage(gated)
 
 
 if __name__ == "__main__":

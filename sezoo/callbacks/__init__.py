@@ -1,3 +1,4 @@
 from sezoo.callbacks.cost_meter import CostMeter, model_cost
+from sezoo.callbacks.utilization import UtilizationLoss, utilization_sources
 
-__all__ = ["CostMeter", "model_cost"]
+__all__ = ["CostMeter", "UtilizationLoss", "model_cost", "utilization_sources"]

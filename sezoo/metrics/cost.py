@@ -27,24 +27,40 @@ def report_macs(n: int) -> None:
         ledger.append(int(n))
 
 
-def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
-    """MACs executed by ``model(*inputs)`` (no grad, the model's current mode)."""
+def open_ledger() -> tuple[list[int], contextvars.Token]:
+    """Start collecting :func:`report_macs` calls; pass the token to :func:`close_ledger`."""
     ledger: list[int] = []
-    token = _ledger.set(ledger)
+    return ledger, _ledger.set(ledger)
+
+
+def close_ledger(token: contextvars.Token) -> None:
+    _ledger.reset(token)
+
+
+def count_macs(model: nn.Module, *inputs: torch.Tensor, executed: bool = True) -> int:
+    """MACs of ``model(*inputs)`` (no grad, the model's current mode).
+
+    ``executed=True``: what ran (a self-reporting model's own report). ``executed=False``: everything
+    the FLOP counter sees, i.e. for a dynamic model the upper bound with every path open.
+    """
+    own = getattr(model, "reports_own_macs", False)
+    ledger, token = open_ledger()
     try:
         with torch.no_grad():
-            if getattr(model, "reports_own_macs", False):
+            if own and executed:
                 model(*inputs)
                 return sum(ledger)
             with FlopCounterMode(display=False) as counter:
                 model(*inputs)
-        return counter.get_total_flops() // 2 + sum(ledger)
+        return counter.get_total_flops() // 2 + (0 if own else sum(ledger))
     finally:
-        _ledger.reset(token)
+        close_ledger(token)
 
 
 def static_macs_per_second(model: nn.Module, sample_rate: int, seconds: tuple[float, float] = (2.0, 4.0)) -> float:
     """MACs per second of audio for a model whose cost is affine in the input length.
+
+    For a dynamic model this is the upper bound, every gate open (``count_macs(executed=False)``).
 
     The difference of two lengths cancels the fixed cost of edge frames, so a frame model with hop h
     gives exactly ``macs_per_frame * sample_rate / h``; lengths are rounded to whole hops (a model's
@@ -55,8 +71,8 @@ def static_macs_per_second(model: nn.Module, sample_rate: int, seconds: tuple[fl
     hop = getattr(model, "hop_samples", 1)
     try:
         n1, n2 = (round(s * sample_rate / hop) * hop for s in seconds)
-        m1 = count_macs(model, torch.zeros(1, n1))
-        m2 = count_macs(model, torch.zeros(1, n2))
+        m1 = count_macs(model, torch.zeros(1, n1), executed=False)
+        m2 = count_macs(model, torch.zeros(1, n2), executed=False)
     finally:
         model.train(was_training)
     return (m2 - m1) * sample_rate / (n2 - n1)

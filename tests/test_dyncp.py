@@ -1,0 +1,135 @@
+"""DynCP: gates, the streaming path that really skips channels, the shared UtilizationLoss callback."""
+import importlib.util
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from sezoo.callbacks import UtilizationLoss
+from sezoo.config import ConfigError
+from sezoo.metrics.cost import count_macs
+from sezoo.models import create_model
+from sezoo.nn.gates import ChannelGate, straight_through_gate
+
+from conftest import FAST_TRAINER, REPO, TINY_MODEL
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location("train_dyncp", REPO / "recipes" / "dyncp" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gated(causal=True, **kwargs):
+    torch.manual_seed(0)
+    model = create_model("convfsenet", causal=causal, gate_hidden=16, **kwargs).eval()
+    for m in model.modules():  # non-trivial batch-norm statistics and half-open gates
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(m.bias, -0.3, 0.3)
+        if isinstance(m, ChannelGate):
+            nn.init.uniform_(m.expand.bias, -1.0, 1.0)
+    return model
+
+
+def test_straight_through_gate_is_binary_forward_sigmoid_backward():
+    logits = torch.tensor([-2.0, 0.5, 3.0], requires_grad=True)
+    gates = straight_through_gate(logits)
+    assert gates.tolist() == [0.0, 1.0, 1.0]
+    gates.sum().backward()
+    assert torch.allclose(logits.grad, torch.sigmoid(logits) * (1 - torch.sigmoid(logits)))
+
+
+def test_streaming_path_matches_masked_path_and_counts_what_ran():
+    model = _gated()
+    features = torch.rand(1, 257, 30)
+    with torch.no_grad():
+        reference = model.mask(features)
+    masked_gates = [g[0] for g in model.block_gates()]
+    mask, executed, gates = model.stream_mask(features)
+    assert torch.allclose(mask, reference, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(masked_gates, gates))
+    open_channels = [int(g.sum()) for g in gates]
+    assert 0.2 < sum(open_channels) / (9 * 256 * 30) < 0.8  # really half-open, so skipping is exercised
+    # the count from the gate pattern, written out: front + back + gate nets per frame, 2C+K per open channel
+    per_frame = 257 * 128 * 2 + 9 * (128 * 16 + 16 * 256)
+    assert executed == 30 * per_frame + sum(open_channels) * (128 + 3 + 128)
+    assert executed == model.executed_macs(30, open_channels)
+
+
+def test_executed_macs_reported_for_dynamic_and_upper_bound_when_all_open():
+    model = _gated()
+    wave = torch.randn(1, 8000)
+    executed = count_macs(model, wave)
+    upper = count_macs(model, wave, executed=False)  # FLOP counter on the masked path: everything
+    frames = 1 + 8000 // 256
+    assert upper == frames * (662_528 + 9 * (128 * 16 + 16 * 256))
+    assert executed < upper
+    for block in model.blocks:
+        nn.init.constant_(block.gate.expand.bias, 100.0)  # every gate open
+    assert count_macs(model, wave) == upper
+
+
+def test_streaming_needs_a_causal_model():
+    with pytest.raises(ValueError, match="causal"):
+        _gated(causal=False).stream_mask(torch.rand(1, 257, 4))
+
+
+class _ToyGated(L.LightningModule):
+    """A user's own module: one gate over 8 channels, nothing from sezoo but the gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = ChannelGate(4, 8, hidden=4, initial_bias=2.0)
+        self.head = nn.Conv1d(4, 1, 1)
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        return (self.head(x) * self.gate(x).mean(1, keepdim=True)).pow(2).mean() * 0
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.05)
+
+
+def _toy_trainer(tmp_path, callback, steps):
+    return L.Trainer(max_steps=steps, callbacks=[callback], logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
+
+
+def test_utilization_loss_pulls_any_module_to_target_and_resumes(tmp_path):
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 4, 10)), batch_size=8)
+    module = _ToyGated()
+    callback = UtilizationLoss(target=0.25, weight=1.0, start_target=1.0, anneal_steps=10)
+    assert callback.target_at(0) == 1.0 and callback.target_at(5) == pytest.approx(0.625) and callback.target_at(99) == 0.25
+    trainer = _toy_trainer(tmp_path, callback, 120)
+    trainer.fit(module, data)
+    assert float(module.gate.last_utilization.detach()) == pytest.approx(0.25, abs=0.1)
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    resumed = UtilizationLoss(target=0.9)  # the checkpoint's schedule wins on resume
+    _toy_trainer(tmp_path, resumed, 121).fit(_ToyGated(), data, ckpt_path=tmp_path / "c.ckpt")
+    assert resumed.target == 0.25 and resumed.anneal_steps == 10 and resumed.start_target == 1.0
+
+
+def test_variants_and_stage_checks(tmp_path):
+    recipe = _recipe()
+    with pytest.raises(ConfigError, match="init_from"):
+        recipe.main(["stage=gated"])
+    from sezoo.config import load_config, load_presets
+    cfg = load_config(REPO / "recipes/dyncp/config.yaml", ["variant=keep50"],
+                      {"variant": load_presets(REPO / "recipes/dyncp/variants")})
+    assert cfg.model.keep == 0.5 and cfg.variant == "keep50"
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        recipe.main([*TINY_MODEL, "stage=gated", f"init_from={tmp_path}"])
+
+
+def test_stage_all_trains_dense_then_gated(tiny_corpus, tmp_path):
+    args = [*TINY_MODEL, *FAST_TRAINER, "stage=all", "model.gate_hidden=4", f"data.root={tiny_corpus}",
+            f"run.dir={tmp_path}", "run.name=t"]
+    results = _recipe().main(args)
+    assert (tmp_path / "dyncp" / "t-dense" / "model.safetensors").exists()
+    assert results["run"] == "t-keep25" and 0.0 <= results["utilization"]["mean"] <= 1.0
+    # executed: measured on whole utterances, whose edge frame adds 1/94 at most over the static rate
+    assert results["cost"]["macs_per_second"] <= results["cost"]["max_macs_per_second"] * (1 + 1 / 93)
