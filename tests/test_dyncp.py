@@ -43,8 +43,9 @@ def test_straight_through_gate_is_binary_forward_sigmoid_backward():
     assert torch.allclose(logits.grad, torch.sigmoid(logits) * (1 - torch.sigmoid(logits)))
 
 
-def test_streaming_path_matches_masked_path_and_counts_what_ran():
-    model = _gated()
+@pytest.mark.parametrize("causal", [True, False])
+def test_streaming_path_matches_masked_path_and_counts_what_ran(causal):
+    model = _gated(causal=causal)
     features = torch.rand(1, 257, 30)
     with torch.no_grad():
         reference = model.mask(features)
@@ -73,9 +74,13 @@ def test_executed_macs_reported_for_dynamic_and_upper_bound_when_all_open():
     assert count_macs(model, wave) == upper
 
 
-def test_streaming_needs_a_causal_model():
-    with pytest.raises(ValueError, match="causal"):
-        _gated(causal=False).stream_mask(torch.rand(1, 257, 4))
+def test_streaming_a_dense_model_costs_the_closed_form():
+    model = create_model("convfsenet").eval()
+    features = torch.rand(1, 257, 12)
+    mask, executed, gates = model.stream_mask(features)
+    with torch.no_grad():
+        assert torch.allclose(mask, model.mask(features), atol=1e-5)
+    assert executed == 12 * 662_528 and all(bool(g.all()) for g in gates)
 
 
 class _ToyGated(L.LightningModule):

@@ -10,7 +10,8 @@ DynCP (``gate_hidden > 0``): each block has a :class:`~sezoo.nn.gates.ChannelGat
 hidden channels on or off per frame from the block input. A channel that is off at frame t costs
 nothing there: its row of the first 1x1 conv, its depthwise filter and its column of the last 1x1 conv
 are not touched. The training path applies the gates as masks; :meth:`ConvFSENet.stream_mask` runs
-frame by frame and computes only the open channels; both give the same output.
+frame by frame (with each block's look-ahead when non-causal) and computes only the open channels;
+both give the same output.
 """
 from __future__ import annotations
 
@@ -57,10 +58,6 @@ class ResidualBlock(nn.Module):
         if gates is not None:
             h = h * gates
         return x + self.project(h)
-
-
-def _batchnorm(norm: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
-    return (x - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps) * norm.weight + norm.bias
 
 
 @register_model("convfsenet")
@@ -139,49 +136,93 @@ class ConvFSENet(nn.Module):
     # ------------------------------------------------------------------ streaming inference
     @torch.no_grad()
     def stream_mask(self, features: torch.Tensor) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
-        """Frame-by-frame mask of a causal model (batch 1) computing only the open channels.
+        """Frame-by-frame mask (batch 1, eval mode) that computes only the open channels.
 
-        Returns the mask [1, bins, frames], the MACs actually executed (counted from the weight
-        slices used) and each block's gates [H, frames]. Eval mode: batch norm uses its statistics.
+        Frames enter one at a time; a causal model returns each mask frame at once, a non-causal one
+        after each block's look-ahead (its right padding, 21 frames for dilations 1, 2, 4 x 3).
+        Returns the mask [1, bins, frames], the MACs executed (counted from the weight slices used)
+        and each block's gates [H, frames].
         """
-        if not self.causal:
-            raise ValueError("stream_mask needs a causal model (model.causal=true): a non-causal block looks ahead")
         if features.shape[0] != 1:
             raise ValueError("stream_mask runs batch 1")
-        frames = features.shape[-1]
-        blocks = list(self.blocks)
-        # Per block: the last (k-1)*d+1 post-norm1 hidden vectors, initialised to what the training
-        # path's zero padding holds (zeros), since padding happens after norm1.
-        history = [torch.zeros(b.depthwise.in_channels, (b.kernel_size - 1) * b.dilation + 1) for b in blocks]
-        closed_value = [_batchnorm(b.norm1, b.act1(torch.zeros(b.depthwise.in_channels))) for b in blocks]
-        gates_out = [torch.zeros(b.depthwise.in_channels, frames) for b in blocks]
-        masks, macs = [], 0
-        for t in range(frames):
-            x = F.relu(self.front.weight[:, :, 0] @ features[0, :, t] + self.front.bias)
-            macs += self.front.weight.numel()
-            for k, b in enumerate(blocks):
-                if b.gate is not None:
-                    logits = b.gate.expand.weight[:, :, 0] @ F.relu(b.gate.squeeze.weight[:, :, 0] @ x + b.gate.squeeze.bias) \
-                        + b.gate.expand.bias
-                    macs += b.gate.macs_per_frame
-                    open_idx = torch.nonzero(logits > 0).flatten()
-                else:
-                    open_idx = torch.arange(b.depthwise.in_channels)
-                gates_out[k][open_idx, t] = 1.0
-                w_expand = b.expand.weight[open_idx, :, 0]
-                h1 = closed_value[k].clone()
-                h1[open_idx] = _batchnorm_index(b.norm1, b.act1(w_expand @ x + b.expand.bias[open_idx]), open_idx)
-                history[k] = torch.cat([history[k][:, 1:], h1[:, None]], dim=1)
-                taps = history[k][open_idx][:, :: b.dilation]  # [open, kernel]: oldest tap first
-                w_dw = b.depthwise.weight[open_idx, 0, :]
-                dw = (w_dw * taps).sum(dim=1) + b.depthwise.bias[open_idx]
-                h2 = _batchnorm_index(b.norm2, b.act2(dw), open_idx)
-                w_project = b.project.weight[:, open_idx, 0]
-                x = x + w_project @ h2 + b.project.bias
-                macs += w_expand.numel() + w_dw.numel() + w_project.numel()
-            masks.append(torch.sigmoid(self.back.weight[:, :, 0] @ x + self.back.bias))
-            macs += self.back.weight.numel()
-        return torch.stack(masks, dim=-1)[None], macs, gates_out
+        streams = [_BlockStream(b) for b in self.blocks]
+        masks, macs = [], [0]
+
+        def emit(k: int, x: torch.Tensor) -> None:  # block k's output frame goes on down the network
+            if k == len(streams):
+                masks.append(torch.sigmoid(self.back.weight[:, :, 0] @ x + self.back.bias))
+                macs[0] += self.back.weight.numel()
+                return
+            out = streams[k].push(x)
+            macs[0] += streams[k].pop_macs()
+            if out is not None:
+                emit(k + 1, out)
+
+        for t in range(features.shape[-1]):
+            emit(0, F.relu(self.front.weight[:, :, 0] @ features[0, :, t] + self.front.bias))
+            macs[0] += self.front.weight.numel()
+        for k, stream in enumerate(streams):  # end of input: drain each block's look-ahead in order
+            for out in stream.drain():
+                macs[0] += stream.pop_macs()
+                emit(k + 1, out)
+        return torch.stack(masks, dim=-1)[None], macs[0], [torch.stack(s.gates, dim=1) for s in streams]
+
+
+class _BlockStream:
+    """One residual block fed a frame at a time; keeps the (k-1)*d+1 newest post-norm1 frames."""
+
+    def __init__(self, block: ResidualBlock):
+        self.b = block
+        hidden = block.depthwise.in_channels
+        self.window = torch.zeros(hidden, (block.kernel_size - 1) * block.dilation + 1)  # left zero padding
+        self.lookahead = block.padding[1]
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (block input, open channels) awaiting output
+        # A closed channel's expand output is 0 and becomes this constant after PReLU and BatchNorm.
+        self.closed = _batchnorm_index(block.norm1, block.act1(torch.zeros(hidden)), torch.arange(hidden))
+        self.gates: list[torch.Tensor] = []
+        self._macs = 0
+
+    def pop_macs(self) -> int:
+        macs, self._macs = self._macs, 0
+        return macs
+
+    def push(self, x: torch.Tensor) -> torch.Tensor | None:
+        b = self.b
+        hidden = self.window.shape[0]
+        if b.gate is not None:
+            g = b.gate
+            logits = g.expand.weight[:, :, 0] @ F.relu(g.squeeze.weight[:, :, 0] @ x + g.squeeze.bias) + g.expand.bias
+            self._macs += g.macs_per_frame
+            open_idx = torch.nonzero(logits > 0).flatten()
+        else:
+            open_idx = torch.arange(hidden)
+        gate = torch.zeros(hidden)
+        gate[open_idx] = 1.0
+        self.gates.append(gate)
+        w_expand = b.expand.weight[open_idx, :, 0]
+        h1 = self.closed.clone()
+        h1[open_idx] = _batchnorm_index(b.norm1, b.act1(w_expand @ x + b.expand.bias[open_idx]), open_idx)
+        self._macs += w_expand.numel()
+        return self._advance(h1, (x, open_idx))
+
+    def drain(self):
+        while self.pending:  # right zero padding, as F.pad gives the training path
+            yield self._advance(torch.zeros(self.window.shape[0]), None)
+
+    def _advance(self, h1: torch.Tensor, item) -> torch.Tensor | None:
+        self.window = torch.cat([self.window[:, 1:], h1[:, None]], dim=1)
+        if item is not None:
+            self.pending.append(item)
+        if len(self.pending) <= self.lookahead and item is not None:
+            return None
+        x, open_idx = self.pending.pop(0)
+        b = self.b
+        w_dw = b.depthwise.weight[open_idx, 0, :]
+        taps = self.window[open_idx][:, :: b.dilation]  # oldest first, as the convolution reads them
+        h2 = _batchnorm_index(b.norm2, b.act2((w_dw * taps).sum(dim=1) + b.depthwise.bias[open_idx]), open_idx)
+        w_project = b.project.weight[:, open_idx, 0]
+        self._macs += w_dw.numel() + w_project.numel()
+        return x + w_project @ h2 + b.project.bias
 
 
 def _batchnorm_index(norm: nn.BatchNorm1d, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
