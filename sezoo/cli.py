@@ -62,6 +62,42 @@ def _enhance(args) -> None:
     print(f"wrote {len(written)} file(s) to {args.output}")
 
 
+def _zoo_list(args) -> None:
+    from sezoo import zoo
+
+    entries = zoo.list_models()
+    if args.json:
+        print(json.dumps(entries, indent=1))
+        return
+    print(f"{'name':28}{'PESQ-WB':>9}{'STOI':>7}{'SI-SDR':>8}{'MMAC/s':>9}{'params':>10}{'bytes':>11}  data")
+    for e in entries:
+        m, c = e["metrics"], e["cost"]
+        print(f"{e['name']:28}{m['pesq_wb']:9.3f}{m['stoi']:7.3f}{m['si_sdr']:8.2f}{c['macs_per_second'] / 1e6:9.2f}"
+              f"{c['params']:10,}{c['model_bytes']:11,}  {e['training']['data']}")
+
+
+def _zoo_info(args) -> None:
+    from sezoo import zoo
+
+    print(zoo.model_card(zoo.get_entry(args.name)))
+
+
+def _zoo_download(args) -> None:
+    from sezoo import zoo
+
+    for path in zoo.download(args.name):
+        print(path)
+
+
+def _zoo_publish(args) -> None:
+    from sezoo import zoo
+
+    operating_point = json.loads(args.operating_point) if args.operating_point else None
+    entry = zoo.publish(args.run, args.name, args.to, registry=args.registry, operating_point=operating_point,
+                        command=args.command, description=args.description)
+    print(f"published {entry['name']} ({entry['files'][0]['name']}) to {args.to}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sezoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("input")
     en.add_argument("output")
     en.set_defaults(func=_enhance)
+    zoo = sub.add_parser("zoo", help="pretrained models: list, info, download, publish").add_subparsers(
+        dest="action", required=True)
+    zl = zoo.add_parser("list", help="the registry as a table (or --json)")
+    zl.add_argument("--json", action="store_true")
+    zl.set_defaults(func=_zoo_list)
+    zi = zoo.add_parser("info", help="a model's card")
+    zi.add_argument("name")
+    zi.set_defaults(func=_zoo_info)
+    zd = zoo.add_parser("download", help="fetch a model's files into the cache (verified)")
+    zd.add_argument("name")
+    zd.set_defaults(func=_zoo_download)
+    zp = zoo.add_parser("publish", help="publish a run folder: weights, card, registry entry")
+    zp.add_argument("run", help="a finished run folder (results.json, model.json, model.safetensors)")
+    zp.add_argument("--name", required=True, help="<recipe>/<variant>")
+    zp.add_argument("--to", required=True, help="a folder, or hf://ORG/REPO")
+    zp.add_argument("--registry", help="also merge the entry into this registry file (e.g. sezoo/zoo/registry.json)")
+    zp.add_argument("--operating-point", help='JSON, e.g. \'{"uf": 0.25}\' for one point of a shared weight file')
+    zp.add_argument("--command", help="the training command (default: the one recorded in results.json)")
+    zp.add_argument("--description", default="")
+    zp.set_defaults(func=_zoo_publish)
     return parser
 
 
@@ -102,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (AudioError, FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
-        print(f"sezoo: error: {err}", file=sys.stderr)
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"sezoo: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -20,14 +20,12 @@ def resolve_model(name_or_path: str) -> nn.Module:
     path = Path(name_or_path)
     if path.exists():
         return load_exported(path)
-    try:
-        from sezoo import zoo  # the zoo is optional at this layer: paths work without it
-    except ImportError:
-        zoo = None
-    if zoo is not None and hasattr(zoo, "load"):
+    from sezoo import zoo
+
+    if zoo.registry.NAME_PATTERN.match(name_or_path):
         return zoo.load(name_or_path)
-    raise FileNotFoundError(f"--model {name_or_path!r}: no such file or folder (and no model zoo is installed to "
-                            f"resolve it as a zoo name)")
+    raise FileNotFoundError(f"--model {name_or_path!r}: no such file or folder, and not a zoo name "
+                            f"(<recipe>/<variant>; `sezoo zoo list` shows them)")
 
 
 def _sample_rate(model: nn.Module) -> int:

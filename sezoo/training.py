@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -128,8 +129,13 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
     return None
 
 
+def recipe_command(recipe: str, argv: list[str]) -> str:
+    """The command line that reproduces a run, as README tables and model cards quote it."""
+    return " ".join(["python", f"recipes/{recipe}/train.py", *[shlex.quote(a) for a in argv]])
+
+
 def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataModule, recipe: str,
-                 arch: str, arch_kwargs: dict, callbacks: list[L.Callback] = ()) -> dict:
+                 arch: str, arch_kwargs: dict, callbacks: list[L.Callback] = (), command: str = "") -> dict:
     """Train, test the best checkpoint, and write config.yaml, results.json and the exported model."""
     L.seed_everything(cfg.seed, workers=True)
     run_dir = run_folder(cfg, recipe)
@@ -151,6 +157,7 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
         "input_metrics": {k: tested[f"test/input/{k}"] for k in QUALITY_KEYS},
         "cost": cost_meter.last,
         "data": cfg.data.name,
+        "command": command or recipe_command(recipe, []),
     }
     if "test/util/mean" in tested:  # dynamic models: mean utilization over the test utterances
         results["utilization"] = {k.removeprefix("test/util/"): v for k, v in tested.items() if k.startswith("test/util/")}

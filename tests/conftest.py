@@ -54,3 +54,22 @@ def tiny_corpus(tmp_path_factory) -> Path:
 TINY_MODEL = ["model.channels=16", "model.hidden=32", "model.stacks=1", "model.dilations=[1,2]"]
 FAST_TRAINER = ["stage=dense", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
                 "logger.wandb=false", "data.batch_size=4", "data.segment_seconds=0.5", "trainer.log_every_n_steps=1"]
+
+
+def load_recipe(name: str):
+    """A recipe's train.py as a module (recipes are scripts, not an installed package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"train_{name}", REPO / "recipes" / name / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_corpus, tmp_path_factory):
+    """A tiny dense DynCP run, trained for real on the tiny corpus: (run folder, results, its arguments)."""
+    runs = tmp_path_factory.mktemp("runs")
+    args = [*TINY_MODEL, *FAST_TRAINER, f"data.root={tiny_corpus}", f"run.dir={runs}", "run.name=t"]
+    results = load_recipe("dyncp").main(args)
+    return runs / "dyncp" / "t", results, args

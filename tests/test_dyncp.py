@@ -1,6 +1,4 @@
 """DynCP: gates, the streaming path that really skips channels, the shared UtilizationLoss callback."""
-import importlib.util
-
 import lightning as L
 import pytest
 import torch
@@ -12,14 +10,11 @@ from sezoo.metrics.cost import count_macs
 from sezoo.models import create_model
 from sezoo.nn.gates import ChannelGate, straight_through_gate
 
-from conftest import FAST_TRAINER, REPO, TINY_MODEL
+from conftest import FAST_TRAINER, REPO, TINY_MODEL, load_recipe
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("train_dyncp", REPO / "recipes" / "dyncp" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("dyncp")
 
 
 def _gated(causal=True, **kwargs):

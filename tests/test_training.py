@@ -1,5 +1,4 @@
 """End to end on a tiny generated corpus: train, resume, export, evaluate, enhance."""
-import importlib.util
 import json
 
 import numpy as np
@@ -11,22 +10,8 @@ from sezoo.cli import main as sezoo_main
 from sezoo.export import load_exported
 from sezoo.metrics.cost import count_params
 
-from conftest import FAST_TRAINER, REPO, TINY_MODEL, speech_like
-
-
-def _recipe(name):
-    spec = importlib.util.spec_from_file_location(f"train_{name}", REPO / "recipes" / name / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_corpus, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    args = [*TINY_MODEL, *FAST_TRAINER, f"data.root={tiny_corpus}", f"run.dir={runs}", "run.name=t"]
-    results = _recipe("dyncp").main(args)
-    return runs / "dyncp" / "t", results, args
+from conftest import load_recipe as _recipe
+from conftest import speech_like
 
 
 def test_run_folder_holds_config_results_checkpoint_and_export(trained):

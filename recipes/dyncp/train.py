@@ -17,17 +17,18 @@ from omegaconf import DictConfig  # noqa: E402
 from recipes.dyncp.module import ARCH, DynCPModule, callbacks, model_kwargs  # noqa: E402
 from sezoo.config import ConfigError, load_config, load_presets  # noqa: E402
 from sezoo.data.datamodule import DATA_PRESETS, SEDataModule  # noqa: E402
-from sezoo.training import fit_and_test, run_folder  # noqa: E402
+from sezoo.training import fit_and_test, recipe_command, run_folder  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("dense", "gated", "all")
 
 
-def run_stage(cfg: DictConfig) -> dict:
+def run_stage(cfg: DictConfig, command: str) -> dict:
     if cfg.stage == "gated" and not cfg.init_from:
         raise ConfigError("stage=gated needs init_from=<dense run folder> (or use stage=all)")
     datamodule = SEDataModule(cfg.data, min_samples=cfg.model.n_fft)
-    return fit_and_test(cfg, DynCPModule(cfg), datamodule, "dyncp", ARCH, model_kwargs(cfg), callbacks(cfg))
+    return fit_and_test(cfg, DynCPModule(cfg), datamodule, "dyncp", ARCH, model_kwargs(cfg), callbacks(cfg),
+                        command=command)
 
 
 def main(argv: list[str]) -> dict:
@@ -35,16 +36,17 @@ def main(argv: list[str]) -> dict:
                       presets={"data": DATA_PRESETS, "variant": load_presets(HERE / "variants")})
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage!r}: choose from {', '.join(STAGES)}")
+    command = recipe_command("dyncp", argv)
     if cfg.stage != "all":
-        return run_stage(cfg)
+        return run_stage(cfg, command)
     base = cfg.run.name or time.strftime("%Y%m%d-%H%M%S")
     dense = cfg.copy()
     dense.stage, dense.run.name = "dense", f"{base}-dense"
-    run_stage(dense)
+    run_stage(dense, command)
     gated = cfg.copy()
     gated.stage, gated.run.name = "gated", f"{base}-keep{round(cfg.model.keep * 100)}"
     gated.init_from = str(run_folder(dense, "dyncp"))
-    return run_stage(gated)
+    return run_stage(gated, command)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sezoo.metrics.cost import report_macs
+from sezoo.models._base import SEModel
 from sezoo.models._registry import register_model
 from sezoo.nn.gates import ChannelGate
 from sezoo.nn.stft import STFT
@@ -61,7 +62,7 @@ class ResidualBlock(nn.Module):
 
 
 @register_model("convfsenet")
-class ConvFSENet(nn.Module):
+class ConvFSENet(SEModel):
     def __init__(
         self,
         n_fft: int = 512,

@@ -1,0 +1,196 @@
+"""The zoo: verified downloads over real HTTP on 127.0.0.1, the cache, publishing and loading."""
+import hashlib
+import json
+import multiprocessing
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from sezoo import zoo
+from sezoo.cli import main as sezoo_main
+from sezoo.metrics.cost import count_params, deployable_bytes, static_macs_per_second
+from sezoo.zoo import registry
+from sezoo.zoo.download import ZooDownloadError, fetch, sha256_of
+
+PAYLOAD = bytes(range(256)) * 400  # 102,400 bytes
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hits: dict = {}
+    slow = 0.0
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        _Handler.hits[self.path] = _Handler.hits.get(self.path, 0) + 1
+        if self.path == "/missing.bin":
+            self.send_error(404)
+            return
+        body = b"x" * len(PAYLOAD) if self.path == "/bad.bin" else PAYLOAD
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path == "/cut.bin":  # promise everything, send half, hang up
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        for i in range(0, len(body), 8192):
+            self.wfile.write(body[i : i + 8192])
+            time.sleep(_Handler.slow)
+
+
+@pytest.fixture
+def server():
+    _Handler.hits, _Handler.slow = {}, 0.0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
+def test_good_download_is_cached_and_reused(server, tmp_path):
+    dest = tmp_path / "cache" / "f.bin"
+    assert fetch(f"{server}/good.bin", dest, SHA, len(PAYLOAD)).read_bytes() == PAYLOAD
+    fetch(f"{server}/good.bin", dest, SHA, len(PAYLOAD))
+    assert _Handler.hits["/good.bin"] == 1
+    dest.write_bytes(b"damaged on disk")  # a damaged cached file is fetched again, never used
+    assert fetch(f"{server}/good.bin", dest, SHA).read_bytes() == PAYLOAD and _Handler.hits["/good.bin"] == 2
+
+
+@pytest.mark.parametrize("path, message", [
+    ("/bad.bin", "does not match the registry"),
+    ("/cut.bin", "received 51200 of 102400 bytes|broke off"),
+    ("/missing.bin", "HTTP 404"),
+])
+def test_bad_downloads_never_land_in_the_cache(server, tmp_path, path, message):
+    dest = tmp_path / "cache" / "f.bin"
+    with pytest.raises(ZooDownloadError, match=message):
+        fetch(f"{server}{path}", dest, SHA, len(PAYLOAD))
+    assert _leftovers(dest.parent) == []
+
+
+def _fetch_in_process(url, dest, queue):
+    try:
+        queue.put(sha256_of(fetch(url, Path(dest), SHA, len(PAYLOAD))))
+    except Exception as err:  # report to the parent rather than die silently
+        queue.put(repr(err))
+
+
+def test_two_processes_download_once(server, tmp_path):
+    _Handler.slow = 0.02  # ~0.25 s per download: the two requests overlap
+    queue = multiprocessing.get_context("fork").Queue()
+    dest = tmp_path / "cache" / "f.bin"
+    procs = [multiprocessing.get_context("fork").Process(target=_fetch_in_process, args=(f"{server}/good.bin", dest, queue))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [queue.get(timeout=5) for _ in procs] == [SHA, SHA]
+    assert _Handler.hits["/good.bin"] == 1 and _leftovers(dest.parent) == ["f.bin"]
+
+
+def test_file_and_hf_schemes(tmp_path, monkeypatch):
+    source = tmp_path / "src.bin"
+    source.write_bytes(PAYLOAD)
+    assert fetch(source.as_uri(), tmp_path / "c" / "a.bin", SHA).read_bytes() == PAYLOAD
+    import huggingface_hub
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo_id, filename: calls.append((repo_id, filename)) or str(source))
+    assert fetch("hf://org/repo/w/a.bin", tmp_path / "c" / "b.bin", SHA).read_bytes() == PAYLOAD
+    assert calls == [("org/repo", "w/a.bin")]
+
+
+@pytest.fixture
+def published(trained, tmp_path, monkeypatch):
+    """The tiny trained run published twice (two names, one weight file) into a private zoo."""
+    run_dir, _, _ = trained
+    release, package_registry = tmp_path / "release", tmp_path / "registry.json"
+    for name in ("dyncp/tiny-a", "dyncp/tiny-b"):
+        assert sezoo_main(["zoo", "publish", str(run_dir), "--name", name, "--to", str(release),
+                           "--registry", str(package_registry)]) == 0
+    monkeypatch.setattr(registry, "REGISTRY", package_registry)
+    monkeypatch.setenv("SEZOO_ZOO_URL", release.as_uri())
+    monkeypatch.setenv("SEZOO_CACHE", str(tmp_path / "cache"))
+    return run_dir, release
+
+
+def test_publish_writes_weights_card_entry_once(published, capsys):
+    run_dir, release = published
+    results = json.loads((run_dir / "results.json").read_text())
+    assert sorted(p.name for p in release.glob("*.safetensors")) == ["dyncp-tiny-a.safetensors"]
+    entries = {e["name"]: e for e in json.loads((release / "registry.json").read_text())["models"]}
+    assert entries["dyncp/tiny-b"]["files"] == entries["dyncp/tiny-a"]["files"]
+    assert entries["dyncp/tiny-a"]["metrics"] == results["metrics"] and "ICASSP 2025" in entries["dyncp/tiny-a"]["citation"]
+    card = (release / "dyncp-tiny-a.md").read_text()
+    assert f"{results['metrics']['pesq_wb']:.3f}" in card and "train.py" in card
+    assert sezoo_main(["zoo", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {e["name"] for e in listed} == {"dyncp/tiny-a", "dyncp/tiny-b"}
+    assert all({"name", "recipe", "metrics", "cost"} <= set(e) for e in listed)
+
+
+def test_load_by_name_then_offline(published, tiny_corpus, tmp_path, monkeypatch):
+    run_dir, _ = published
+    model = zoo.load("dyncp/tiny-a")
+    assert not model.training and count_params(model) == model.cost["params"]
+    wave = torch.randn(24000) * 0.1
+    assert model.enhance(wave, 48000).shape == (24000,)
+    monkeypatch.setenv("SEZOO_ZOO_URL", "http://127.0.0.1:9/unreachable")  # cached: no network needed
+    zoo.load("dyncp/tiny-b")
+    out = tmp_path / "e.json"
+    test = tiny_corpus / "mini" / "test"
+    assert sezoo_main(["evaluate", "--model", "dyncp/tiny-a", "--noisy", str(test / "noisy"),
+                       "--clean", str(test / "clean"), "--json", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["model"] == "dyncp/tiny-a"
+
+
+def test_unknown_name_suggests(published, capsys):
+    assert sezoo_main(["zoo", "info", "dyncp/tiny-aa"]) == 2
+    assert "Did you mean dyncp/tiny-a" in capsys.readouterr().err
+
+
+def test_hf_publish_uploads_weights_card_and_registry(trained, monkeypatch):
+    import huggingface_hub
+    uploads = []
+
+    class FakeApi:
+        def upload_file(self, path_or_fileobj, path_in_repo, repo_id):
+            uploads.append((repo_id, path_in_repo))
+
+        def hf_hub_download(self, repo_id, filename, local_dir):
+            raise huggingface_hub.utils.EntryNotFoundError("new repo")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    zoo.publish(trained[0], "dyncp/tiny-hf", "hf://org/zoo")
+    assert uploads == [("org/zoo", "dyncp-tiny-hf.safetensors"), ("org/zoo", "dyncp-tiny-hf.md"),
+                       ("org/zoo", "registry.json")]
+
+
+def test_shipped_registry_matches_reality():
+    """Every shipped entry loads from the release folder with the params, bytes and MACs it claims."""
+    entries = registry.read_registry()
+    assert {"dyncp/mini-dense", "dyncp/mini-keep25"} <= {e["name"] for e in entries}
+    for entry in entries:
+        model = zoo.load(entry["name"])
+        cost = entry["cost"]
+        assert count_params(model) == cost["params"], entry["name"]
+        assert deployable_bytes(model).total == cost["model_bytes"], entry["name"]
+        static = cost.get("max_macs_per_second", cost["macs_per_second"])
+        assert static_macs_per_second(model, entry["sample_rate"]) == static, entry["name"]
+        if "utilization" in entry:  # executed MACs follow from the measured utilization
+            assert cost["macs_per_second"] < static
