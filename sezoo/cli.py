@@ -98,6 +98,12 @@ def _zoo_publish(args) -> None:
     print(f"published {entry['name']} ({entry['files'][0]['name']}) to {args.to}")
 
 
+def _report(args) -> None:
+    from sezoo.report import markdown_table
+
+    print(markdown_table(args.runs, args.baseline))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sezoo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("input")
     en.add_argument("output")
     en.set_defaults(func=_enhance)
+    rep = sub.add_parser("report", help="a markdown results table from run folders")
+    rep.add_argument("runs", nargs="+", help="run folders (each with results.json)")
+    rep.add_argument("--baseline", help="a run folder to compare MACs and PESQ-WB against")
+    rep.set_defaults(func=_report)
+
     zoo = sub.add_parser("zoo", help="pretrained models: list, info, download, publish").add_subparsers(
         dest="action", required=True)
     zl = zoo.add_parser("list", help="the registry as a table (or --json)")

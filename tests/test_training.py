@@ -70,3 +70,12 @@ def test_bad_model_path_is_a_clear_error(tmp_path, capsys):
 def test_bad_override_exits_with_the_key(tiny_corpus):
     with pytest.raises(Exception, match="trainer.max_epoch"):
         _recipe("dyncp").main(["trainer.max_epoch=1"])
+
+
+def test_report_table_from_results(trained, capsys):
+    run_dir, _, _ = trained
+    results = json.loads((run_dir / "results.json").read_text())
+    assert sezoo_main(["report", str(run_dir), "--baseline", str(run_dir)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].count("|") == table[1].count("|") == table[2].count("|") == 11
+    assert f"| t | {results['metrics']['pesq_wb']:.3f} |" in table[3] and table[3].endswith("+0.0% | +0.00% |")

@@ -1,0 +1,38 @@
+"""Results tables for recipe READMEs, written from run folders' results.json (never typed by hand)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def load_results(run: str | Path) -> dict:
+    path = Path(run) / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; is {run} a finished run folder?")
+    return json.loads(path.read_text())
+
+
+def markdown_table(runs: list[str | Path], baseline: str | Path | None = None) -> str:
+    """One row per run; with a baseline, MAC saving and relative PESQ-WB change against it."""
+    rows = [(Path(r).name, load_results(r)) for r in runs]
+    base = load_results(baseline) if baseline else None
+    head = "| run | PESQ-WB | STOI | SI-SDR (dB) | MMAC/s executed | mean utilization | params | deployable bytes |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    if base:
+        head += " MACs vs baseline | PESQ-WB vs baseline |"
+        rule += "---|---|"
+    lines = [head, rule]
+    first = rows[0][1]
+    lines.append(f"| noisy input | {first['input_metrics']['pesq_wb']:.3f} | {first['input_metrics']['stoi']:.3f} | "
+                 f"{first['input_metrics']['si_sdr']:.2f} | | | | |" + (" | |" if base else ""))
+    for name, r in rows:
+        m, c = r["metrics"], r["cost"]
+        util = f"{r['utilization']['mean']:.3f}" if "utilization" in r else "1 (static)"
+        line = (f"| {name} | {m['pesq_wb']:.3f} | {m['stoi']:.3f} | {m['si_sdr']:.2f} | "
+                f"{c['macs_per_second'] / 1e6:.2f} | {util} | {c['params']:,} | {c['model_bytes']:,} |")
+        if base:
+            mac_change = c["macs_per_second"] / base["cost"]["macs_per_second"] - 1
+            pesq_change = m["pesq_wb"] / base["metrics"]["pesq_wb"] - 1
+            line += f" {100 * mac_change:+.1f}% | {100 * pesq_change:+.2f}% |"
+        lines.append(line)
+    return "\n".join(lines)
