@@ -133,3 +133,26 @@ def test_stage_all_trains_dense_then_gated(tiny_corpus, tmp_path):
     assert results["run"] == "t-keep25" and 0.0 <= results["utilization"]["mean"] <= 1.0
     # executed: measured on whole utterances, whose edge frame adds 1/94 at most over the static rate
     assert results["cost"]["macs_per_second"] <= results["cost"]["max_macs_per_second"] * (1 + 1 / 93)
+
+
+def test_gumbel_gates_are_binary_noisy_in_training_deterministic_in_eval():
+    torch.manual_seed(0)
+    gate = ChannelGate(4, 64, hidden=4, initial_bias=0.0, estimator="gumbel", temperature=0.5)
+    x = torch.randn(2, 4, 50)
+    train_gates = gate(x)
+    assert set(train_gates.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(train_gates, gate(x))  # logistic noise: two draws differ
+    gate.eval()
+    assert torch.equal(gate(x), (gate.logits(x) > 0).float())
+    with pytest.raises(ValueError, match="gate estimator"):
+        ChannelGate(4, 8, estimator="sigmoid")
+
+
+def test_temperature_schedule_reaches_gumbel_gates(tmp_path):
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(16, 4, 10)), batch_size=8)
+    module = _ToyGated()
+    module.gate.estimator = "gumbel"
+    callback = UtilizationLoss(target=0.5, temperature=(1.0, 0.1), temperature_steps=2)
+    assert callback.temperature_at(1) == pytest.approx(0.1 ** 0.5)
+    _toy_trainer(tmp_path, callback, 2).fit(module, data)
+    assert module.gate.temperature == pytest.approx(0.1 ** 0.5)  # set before the last (second) step

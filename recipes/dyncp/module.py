@@ -64,5 +64,7 @@ def callbacks(cfg: DictConfig) -> list:
     if cfg.stage != "gated":
         return []
     u = cfg.utilization
+    temperature = tuple(u.temperature) if cfg.model.gate_estimator == "gumbel" else None
     return [UtilizationLoss(target=cfg.model.keep, weight=u.weight, per_source=u.per_block,
-                            start_target=u.start, anneal_steps=u.anneal_steps)]
+                            start_target=u.start, anneal_steps=u.anneal_steps,
+                            temperature=temperature, temperature_steps=u.temperature_steps)]

@@ -27,7 +27,8 @@ from sezoo.nn.stft import STFT
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, channels: int, hidden: int, kernel_size: int, dilation: int, causal: bool, gate_hidden: int = 0):
+    def __init__(self, channels: int, hidden: int, kernel_size: int, dilation: int, causal: bool, gate_hidden: int = 0,
+                 gate_estimator: str = "ste"):
         super().__init__()
         self.expand = nn.Conv1d(channels, hidden, 1)
         self.act1 = nn.PReLU()
@@ -36,7 +37,7 @@ class ResidualBlock(nn.Module):
         self.act2 = nn.PReLU()
         self.norm2 = nn.BatchNorm1d(hidden)
         self.project = nn.Conv1d(hidden, channels, 1)
-        self.gate = ChannelGate(channels, hidden, gate_hidden) if gate_hidden else None
+        self.gate = ChannelGate(channels, hidden, gate_hidden, estimator=gate_estimator) if gate_hidden else None
         self.kernel_size, self.dilation, self.causal = kernel_size, dilation, causal
         span = dilation * (kernel_size - 1)
         self.padding = (span, 0) if causal else (span // 2, span - span // 2)
@@ -75,6 +76,7 @@ class ConvFSENet(SEModel):
         causal: bool = False,
         compression: float = 1.0,
         gate_hidden: int = 0,
+        gate_estimator: str = "ste",
         sample_rate: int = 16000,
     ):
         super().__init__()
@@ -85,7 +87,8 @@ class ConvFSENet(SEModel):
         bins = self.stft.n_bins
         self.front = nn.Conv1d(bins, channels, 1)
         self.blocks = nn.ModuleList(
-            ResidualBlock(channels, hidden, kernel_size, d, causal, gate_hidden) for _ in range(stacks) for d in dilations
+            ResidualBlock(channels, hidden, kernel_size, d, causal, gate_hidden, gate_estimator)
+            for _ in range(stacks) for d in dilations
         )
         self.back = nn.Conv1d(channels, bins, 1)
 
