@@ -12,6 +12,7 @@ from torch import nn
 from sezoo.data.audio import AudioError, list_audio, pair_folders, read_audio, resample, write_audio
 from sezoo.export import load_exported
 from sezoo.metrics.cost import count_macs, count_params, deployable_bytes
+from sezoo.metrics.dnsmos import DNSMOS_KEYS, dnsmos_available
 from sezoo.metrics.quality import QUALITY_KEYS, quality
 
 
@@ -73,7 +74,7 @@ def _mean(values: list[float]) -> float:
 
 
 def evaluate(model: nn.Module, noisy_dir: str | Path, clean_dir: str | Path, model_name: str = "",
-             progress: bool = False) -> dict:
+             progress: bool = False, with_dnsmos: bool | None = None) -> dict:
     """Quality of the output and of the noisy input, and the cost of what actually ran.
 
     ``macs_per_second`` is the MAC count measured on these files (what a dynamic model executed)
@@ -82,6 +83,8 @@ def evaluate(model: nn.Module, noisy_dir: str | Path, clean_dir: str | Path, mod
     from tqdm import tqdm
 
     rate = _sample_rate(model)
+    with_dnsmos = dnsmos_available() if with_dnsmos is None else with_dnsmos
+    keys = QUALITY_KEYS + (DNSMOS_KEYS if with_dnsmos else ())
     model.eval()
     per_file, total_macs, total_seconds, total_compute = [], 0, 0.0, 0.0
     for noisy_path, clean_path in tqdm(pair_folders(noisy_dir, clean_dir), disable=not progress, desc="evaluate"):
@@ -97,14 +100,15 @@ def evaluate(model: nn.Module, noisy_dir: str | Path, clean_dir: str | Path, mod
         seconds = noisy.numel() / rate
         total_macs, total_seconds, total_compute = total_macs + macs, total_seconds + seconds, total_compute + compute
         per_file.append({"name": noisy_path.name, "seconds": seconds, "macs": macs,
-                         "metrics": quality(enhanced, clean, rate), "input_metrics": quality(noisy, clean, rate)})
+                         "metrics": quality(enhanced, clean, rate, with_dnsmos),
+                         "input_metrics": quality(noisy, clean, rate, with_dnsmos)})
     bit_widths = getattr(model, "bit_widths", lambda: None)()
     return {
         "model": model_name,
         "n_files": len(per_file),
         "sample_rate": rate,
-        "metrics": {k: _mean([f["metrics"][k] for f in per_file]) for k in QUALITY_KEYS},
-        "input_metrics": {k: _mean([f["input_metrics"][k] for f in per_file]) for k in QUALITY_KEYS},
+        "metrics": {k: _mean([f["metrics"][k] for f in per_file]) for k in keys},
+        "input_metrics": {k: _mean([f["input_metrics"][k] for f in per_file]) for k in keys},
         "cost": {
             "macs_per_second": total_macs / total_seconds,
             "params": count_params(model),

@@ -25,6 +25,7 @@ from torchmetrics import MeanMetric
 from sezoo.callbacks.cost_meter import CostMeter
 from sezoo.config import save_config
 from sezoo.export import export_model
+from sezoo.metrics.dnsmos import DNSMOS_KEYS, dnsmos_available
 from sezoo.metrics.quality import QUALITY_KEYS, quality
 
 
@@ -36,10 +37,13 @@ class SEModule(L.LightningModule):
         self.lr, self.weight_decay = lr, weight_decay
         self.config = config or {}
         self.sample_rate = getattr(model, "sample_rate", 16000)
+        # DNSMOS (non-intrusive, slower) at test only, when its model files are installed.
+        self.with_dnsmos = dnsmos_available()
+        test_keys = QUALITY_KEYS + (DNSMOS_KEYS if self.with_dnsmos else ())
         self.metrics = nn.ModuleDict({
             f"{split}_{who}_{key}": MeanMetric(nan_strategy="ignore")
-            for split, whos in (("val", ("output",)), ("test", ("output", "input")))
-            for who in whos for key in QUALITY_KEYS
+            for split, whos, keys in (("val", ("output",), QUALITY_KEYS), ("test", ("output", "input"), test_keys))
+            for who in whos for key in keys
         })
 
     def forward(self, noisy: torch.Tensor) -> torch.Tensor:
@@ -56,7 +60,7 @@ class SEModule(L.LightningModule):
         return loss
 
     def _score(self, split: str, who: str, estimate: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
-        scores = quality(estimate[0], clean[0], self.sample_rate)
+        scores = quality(estimate[0], clean[0], self.sample_rate, with_dnsmos=self.with_dnsmos and split == "test")
         for key, value in scores.items():
             self.metrics[f"{split}_{who}_{key}"].update(torch.tensor(value, dtype=torch.float32))
         return scores
@@ -153,8 +157,8 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
         "run": run_dir.name,
         "checkpoint": best,
         "n_test_files": len(datamodule.datasets["test"]),
-        "metrics": {k: tested[f"test/{k}"] for k in QUALITY_KEYS},
-        "input_metrics": {k: tested[f"test/input/{k}"] for k in QUALITY_KEYS},
+        "metrics": {k: tested[f"test/{k}"] for k in QUALITY_KEYS + DNSMOS_KEYS if f"test/{k}" in tested},
+        "input_metrics": {k: tested[f"test/input/{k}"] for k in QUALITY_KEYS + DNSMOS_KEYS if f"test/input/{k}" in tested},
         "cost": cost_meter.last,
         "data": cfg.data.name,
         "command": command or recipe_command(recipe, []),
@@ -169,9 +173,12 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
 
 
 def print_results(results: dict) -> None:
-    rows = [("PESQ-WB", "pesq_wb", "{:.3f}"), ("STOI", "stoi", "{:.3f}"), ("SI-SDR (dB)", "si_sdr", "{:.2f}")]
+    rows = [("PESQ-WB", "pesq_wb", "{:.3f}"), ("STOI", "stoi", "{:.3f}"), ("SI-SDR (dB)", "si_sdr", "{:.2f}"),
+            ("DNSMOS OVR", "dnsmos_ovr", "{:.3f}")]
     print(f"\n{'':14}{'noisy input':>14}{'enhanced':>12}")
     for label, key, fmt in rows:
+        if key not in results["metrics"]:
+            continue
         print(f"{label:14}{fmt.format(results['input_metrics'][key]):>14}{fmt.format(results['metrics'][key]):>12}")
     cost = results["cost"]
     print(f"\ncost: {cost['macs_per_second'] / 1e6:.2f} MMAC/s, {cost['params'] / 1e6:.3f} M params, "

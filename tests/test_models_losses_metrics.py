@@ -61,3 +61,15 @@ def test_quality_metrics_on_known_signals():
     noisy = clean + 0.05 * torch.randn_like(clean)
     degraded = quality(noisy, clean)
     assert degraded["pesq_wb"] < 3.0 and degraded["si_sdr"] < perfect["si_sdr"]
+
+
+def test_dnsmos_offline_scores_noise_lower():
+    from sezoo.metrics.dnsmos import dnsmos, dnsmos_available
+
+    assert dnsmos_available()  # a dependency of sezoo: its absence is an install bug
+    clean = torch.from_numpy(speech_like(np.random.default_rng(1), 4.0))
+    noisy = clean + 0.1 * torch.randn_like(clean)
+    clean_scores, noisy_scores = dnsmos(clean), dnsmos(noisy)
+    assert set(clean_scores) == {"dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovr"}
+    assert all(1.0 <= v <= 5.0 for v in clean_scores.values())
+    assert noisy_scores["dnsmos_bak"] < clean_scores["dnsmos_bak"] - 0.5

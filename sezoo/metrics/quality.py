@@ -9,6 +9,8 @@ from torchmetrics.functional.audio import (perceptual_evaluation_speech_quality,
                                            scale_invariant_signal_distortion_ratio,
                                            short_time_objective_intelligibility)
 
+from sezoo.metrics.dnsmos import DNSMOS_KEYS, dnsmos, dnsmos_available
+
 QUALITY_KEYS = ("pesq_wb", "stoi", "si_sdr")
 
 
@@ -21,11 +23,16 @@ def pesq_wb(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int = 
         return math.nan
 
 
-def quality(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int = 16000) -> dict[str, float]:
-    """The three quality metrics of one mono utterance (1-D tensors of equal length)."""
+def quality(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int = 16000,
+            with_dnsmos: bool = False) -> dict[str, float]:
+    """The three quality metrics of one mono utterance (1-D tensors of equal length), plus the
+    non-intrusive DNSMOS scores when ``with_dnsmos``."""
     estimate, reference = estimate.detach().float().cpu(), reference.detach().float().cpu()
-    return {
+    scores = {
         "pesq_wb": pesq_wb(estimate, reference, sample_rate),
         "stoi": float(short_time_objective_intelligibility(estimate, reference, sample_rate)),
         "si_sdr": float(scale_invariant_signal_distortion_ratio(estimate, reference)),
     }
+    if with_dnsmos:
+        scores.update(dnsmos(estimate, sample_rate))
+    return scores
