@@ -12,7 +12,7 @@ from sezoo.metrics.cost import count_params
 from sezoo.metrics.dnsmos import DNSMOS_KEYS
 
 from conftest import load_recipe as _recipe
-from conftest import speech_like
+from conftest import FAST_TRAINER, TINY_MODEL, speech_like
 
 
 def test_run_folder_holds_config_results_checkpoint_and_export(trained):
@@ -80,3 +80,13 @@ def test_report_table_from_results(trained, capsys):
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0].count("|") == table[1].count("|") == table[2].count("|") == 11
     assert f"| t | {results['metrics']['pesq_wb']:.3f} |" in table[3] and table[3].endswith("+0.0% | +0.00% |")
+
+
+def test_wandb_logs_offline_without_a_login(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    args = [*TINY_MODEL, *FAST_TRAINER, "logger.wandb=true", "trainer.limit_val_batches=1",
+            f"data.root={tiny_corpus}", f"run.dir={tmp_path}", "run.name=w"]
+    _recipe("dyncp").main(args)
+    assert list((tmp_path / "dyncp" / "w" / "wandb").glob("offline-run-*"))

@@ -134,7 +134,9 @@ def test_publish_writes_weights_card_entry_once(published, capsys):
     results = json.loads((run_dir / "results.json").read_text())
     assert sorted(p.name for p in release.glob("*.safetensors")) == ["dyncp-tiny-a.safetensors"]
     entries = {e["name"]: e for e in json.loads((release / "registry.json").read_text())["models"]}
-    assert entries["dyncp/tiny-b"]["files"] == entries["dyncp/tiny-a"]["files"]
+    assert entries["dyncp/tiny-b"]["files"][0] == entries["dyncp/tiny-a"]["files"][0]  # one weight file
+    sidecar = json.loads((release / "dyncp-tiny-b.json").read_text())
+    assert sidecar["arch"] == "convfsenet" and sidecar["weights"]["name"] == "dyncp-tiny-a.safetensors"
     assert entries["dyncp/tiny-a"]["metrics"] == results["metrics"] and "ICASSP 2025" in entries["dyncp/tiny-a"]["citation"]
     card = (release / "dyncp-tiny-a.md").read_text()
     assert f"{results['metrics']['pesq_wb']:.3f}" in card and "train.py" in card
@@ -151,7 +153,9 @@ def test_load_by_name_then_offline(published, tiny_corpus, tmp_path, monkeypatch
     wave = torch.randn(24000) * 0.1
     assert model.enhance(wave, 48000).shape == (24000,)
     monkeypatch.setenv("SEZOO_ZOO_URL", "http://127.0.0.1:9/unreachable")  # cached: no network needed
-    zoo.load("dyncp/tiny-b")
+    zoo.load("dyncp/tiny-a")
+    with pytest.raises(ZooDownloadError, match="broke off"):  # tiny-b's own JSON was never fetched
+        zoo.load("dyncp/tiny-b")
     out = tmp_path / "e.json"
     test = tiny_corpus / "mini" / "test"
     assert sezoo_main(["evaluate", "--model", "dyncp/tiny-a", "--noisy", str(test / "noisy"),
@@ -177,8 +181,8 @@ def test_hf_publish_uploads_weights_card_and_registry(trained, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     zoo.publish(trained[0], "dyncp/tiny-hf", "hf://org/zoo")
-    assert uploads == [("org/zoo", "dyncp-tiny-hf.safetensors"), ("org/zoo", "dyncp-tiny-hf.md"),
-                       ("org/zoo", "registry.json")]
+    assert uploads == [("org/zoo", "dyncp-tiny-hf.safetensors"), ("org/zoo", "dyncp-tiny-hf.json"),
+                       ("org/zoo", "dyncp-tiny-hf.md"), ("org/zoo", "registry.json")]
 
 
 def test_shipped_registry_matches_reality():

@@ -1,6 +1,7 @@
 """Publish a run folder to the zoo: weights, model card and registry entry, figures from results.json."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ def build_entry(run_folder: Path, name: str, file_name: str, sha256: str, size: 
     meta = json.loads((run_folder / METADATA).read_text())
     recipe = results["recipe"]
     method, citation = PAPERS.get(recipe, ("", "see CITATION.cff"))
+    files = [{"name": file_name, "sha256": sha256, "size": size}]
     entry = {
         "name": name,
         "recipe": recipe,
@@ -40,7 +42,7 @@ def build_entry(run_folder: Path, name: str, file_name: str, sha256: str, size: 
         "kwargs": meta["kwargs"],
         "operating_point": operating_point,
         "sample_rate": meta["sample_rate"],
-        "files": [{"name": file_name, "sha256": sha256, "size": size}],
+        "files": files,
         "training": {"data": results["data"], "run": results["run"],
                      "command": command or results.get("command", f"python recipes/{recipe}/train.py")},
         "evaluated_on": f"{results['data']} test split ({results['n_test_files']} utterances)",
@@ -53,6 +55,18 @@ def build_entry(run_folder: Path, name: str, file_name: str, sha256: str, size: 
     if "utilization" in results:
         entry["utilization"] = results["utilization"]
     return entry
+
+
+def model_json(entry: dict) -> dict:
+    """The small JSON published beside the weights: enough to rebuild the model without the registry."""
+    import torch
+
+    import sezoo
+
+    return {"format": 1, "name": entry["name"], "arch": entry["arch"], "kwargs": entry["kwargs"],
+            "operating_point": entry["operating_point"], "sample_rate": entry["sample_rate"],
+            "bit_widths": entry.get("bit_widths"), "weights": entry["files"][0],
+            "versions": {"sezoo": sezoo.__version__, "torch": torch.__version__}}
 
 
 def publish(run_folder: str | Path, name: str, to: str, registry: str | Path | None = None,
@@ -79,6 +93,9 @@ def publish(run_folder: str | Path, name: str, to: str, registry: str | Path | N
     if not same:
         shutil.copyfile(run_folder / WEIGHTS, target / file_name)
     entry = build_entry(run_folder, name, file_name, sha256, size, operating_point, command, description)
+    sidecar = target / f"{stem}.json"
+    sidecar.write_text(json.dumps(model_json(entry), indent=1) + "\n")
+    entry["files"].append({"name": sidecar.name, "sha256": sha256_of(sidecar), "size": sidecar.stat().st_size})
     (target / f"{stem}.md").write_text(model_card(entry))
     write_registry([e for e in entries if e["name"] != name] + [entry], target / "registry.json")
     if registry:
@@ -96,6 +113,9 @@ def _publish_hf(run_folder, name, to, sha256, size, operating_point, command, de
     file_name = f"{stem}.safetensors"
     entry = build_entry(run_folder, name, file_name, sha256, size, operating_point, command, description)
     api.upload_file(path_or_fileobj=str(run_folder / WEIGHTS), path_in_repo=file_name, repo_id=repo)
+    sidecar = json.dumps(model_json(entry), indent=1).encode() + b"\n"
+    api.upload_file(path_or_fileobj=sidecar, path_in_repo=f"{stem}.json", repo_id=repo)
+    entry["files"].append({"name": f"{stem}.json", "sha256": hashlib.sha256(sidecar).hexdigest(), "size": len(sidecar)})
     api.upload_file(path_or_fileobj=model_card(entry).encode(), path_in_repo=f"{stem}.md", repo_id=repo)
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -74,7 +74,7 @@ def download(name: str) -> list[Path]:
 def load(name: str):
     """A ready model in eval mode, with ``enhance(waveform, sample_rate)``, ``cost`` and ``zoo_entry``."""
     entry = get_entry(name)
-    (weights,) = [p for p in download(name) if p.suffix == ".safetensors"]
+    (weights,) = [p for p in download(name) if p.suffix == ".safetensors"]  # the JSON sidecar is for users
     model = create_model(entry["arch"], **entry["kwargs"])
     model.load_state_dict(load_file(str(weights)), strict=True)
     if entry.get("operating_point"):
