@@ -46,7 +46,7 @@ def _evaluate(args) -> None:
     from sezoo.inference import evaluate, resolve_model
 
     report = evaluate(resolve_model(args.model), args.noisy, args.clean, model_name=args.model,
-                      progress=not args.quiet)
+                      progress=not args.quiet, with_dnsmos=args.dnsmos)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--noisy", required=True)
     ev.add_argument("--clean", required=True)
     ev.add_argument("--json", help="write the full report (per file too) here")
+    ev.add_argument("--dnsmos", action="store_true", help="also DNSMOS P.835/P.808 (seconds per file on a CPU)")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_evaluate)
 

@@ -74,7 +74,7 @@ def _mean(values: list[float]) -> float:
 
 
 def evaluate(model: nn.Module, noisy_dir: str | Path, clean_dir: str | Path, model_name: str = "",
-             progress: bool = False, with_dnsmos: bool | None = None) -> dict:
+             progress: bool = False, with_dnsmos: bool = False) -> dict:
     """Quality of the output and of the noisy input, and the cost of what actually ran.
 
     ``macs_per_second`` is the MAC count measured on these files (what a dynamic model executed)
@@ -83,7 +83,8 @@ def evaluate(model: nn.Module, noisy_dir: str | Path, clean_dir: str | Path, mod
     from tqdm import tqdm
 
     rate = _sample_rate(model)
-    with_dnsmos = dnsmos_available() if with_dnsmos is None else with_dnsmos
+    if with_dnsmos and not dnsmos_available():
+        raise RuntimeError("--dnsmos needs librosa, onnxruntime and speechmos (pip install -e .)")
     keys = QUALITY_KEYS + (DNSMOS_KEYS if with_dnsmos else ())
     model.eval()
     per_file, total_macs, total_seconds, total_compute = [], 0, 0.0, 0.0

@@ -31,14 +31,16 @@ from sezoo.metrics.quality import QUALITY_KEYS, quality
 
 class SEModule(L.LightningModule):
     def __init__(self, model: nn.Module, loss: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
-                 config: dict | None = None):
+                 config: dict | None = None, dnsmos: bool = False):
         super().__init__()
         self.model, self.loss_fn = model, loss
         self.lr, self.weight_decay = lr, weight_decay
         self.config = config or {}
         self.sample_rate = getattr(model, "sample_rate", 16000)
-        # DNSMOS (non-intrusive, slower) at test only, when its model files are installed.
-        self.with_dnsmos = dnsmos_available()
+        # DNSMOS at test only and on request: it costs seconds per utterance on a CPU.
+        if dnsmos and not dnsmos_available():
+            raise RuntimeError("DNSMOS needs librosa, onnxruntime and speechmos (pip install -e .)")
+        self.with_dnsmos = dnsmos
         test_keys = QUALITY_KEYS + (DNSMOS_KEYS if self.with_dnsmos else ())
         self.metrics = nn.ModuleDict({
             f"{split}_{who}_{key}": MeanMetric(nan_strategy="ignore")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from sezoo.data.audio import write_audio
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ["SEZOO_CACHE"] = tempfile.mkdtemp(prefix="sezoo-test-cache-")  # never the user's cache
 os.environ.setdefault("WANDB_SILENT", "true")
 
 SR = 16000

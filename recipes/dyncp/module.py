@@ -46,7 +46,7 @@ class DynCPModule(SEModule):
         if cfg.stage == "gated":
             load_backbone(model, cfg.init_from)
         loss = CompressedSpectralMSE(cfg.model.n_fft, cfg.model.hop, cfg.loss.exponent, cfg.loss.complex_weight)
-        super().__init__(model, loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        super().__init__(model, loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, dnsmos=cfg.metrics.dnsmos)
         self.gate_lr_scale = cfg.optim.gate_lr_scale
 
     def configure_optimizers(self):
