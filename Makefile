@@ -18,7 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sezoo data prepare mini --install-deps
-	$(BIN)/python recipes/dyncp/train.py stage=dense run.name=demo trainer.max_epochs=$(DEMO_EPOCHS)
+	$(BIN)/python recipes/dyncp/train.py stage=dense run.name=demo trainer.max_epochs=$(DEMO_EPOCHS) trainer.limit_val_batches=0.25
 	$(BIN)/sezoo evaluate --model runs/dyncp/demo --noisy $(SEZOO_DATA)/mini/test/noisy \
 		--clean $(SEZOO_DATA)/mini/test/clean --json runs/dyncp/demo/evaluate.json
 
