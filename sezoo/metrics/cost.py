@@ -20,6 +20,11 @@ from torch.utils.flop_counter import FlopCounterMode
 _ledger: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("sezoo_mac_ledger", default=None)
 
 
+def ledger_active() -> bool:
+    """Whether anyone is counting: lets a model skip tallying its executed MACs in plain training."""
+    return _ledger.get() is not None
+
+
 def report_macs(n: int) -> None:
     """Called by a module during forward to add MACs the FLOP counter does not see."""
     ledger = _ledger.get()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sezoo.metrics.cost import report_macs
+from sezoo.metrics.cost import ledger_active, report_macs
 from sezoo.models._base import SEModel
 from sezoo.models._registry import register_model
 from sezoo.nn.gates import ChannelGate
@@ -123,7 +123,7 @@ class ConvFSENet(SEModel):
         h = F.relu(self.front(features))
         for block in self.blocks:
             h = block(h)
-        if self.gated:
+        if self.gated and ledger_active():
             open_channels = [int(b.last_gates.detach().sum()) for b in self.blocks]
             report_macs(self.executed_macs(features.shape[0] * features.shape[-1], open_channels))
         return torch.sigmoid(self.back(h))
