@@ -2,11 +2,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from omegaconf import OmegaConf
 
 from sezoo.config import load_config
 from sezoo.data.audio import AudioError
-from sezoo.data.datamodule import DATA_PRESETS, SEDataModule
+from sezoo.data.datamodule import DATA_PRESETS, PairedDataset, SEDataModule
 
 from conftest import REPO, make_pairs, speech_like
 
@@ -68,8 +67,6 @@ def test_length_mismatch_is_refused(tmp_path):
     make_pairs(tmp_path, 1, seed=5, seconds=0.2)
     (clean,) = (tmp_path / "clean").iterdir()
     sf.write(clean, np.zeros(1000), 16000)
-    cfg = _data_cfg("data=folder", f"data.noisy_dir={tmp_path / 'noisy'}", f"data.clean_dir={tmp_path / 'clean'}")
-    from sezoo.data.datamodule import PairedDataset
     with pytest.raises(AudioError, match="must be time-aligned"):
         PairedDataset([(tmp_path / "noisy" / clean.name, clean)], 16000)[0]
 

@@ -9,7 +9,7 @@ from torchmetrics.functional.audio import (perceptual_evaluation_speech_quality,
                                            scale_invariant_signal_distortion_ratio,
                                            short_time_objective_intelligibility)
 
-from sezoo.metrics.dnsmos import DNSMOS_KEYS, dnsmos, dnsmos_available
+from sezoo.metrics.dnsmos import dnsmos
 
 QUALITY_KEYS = ("pesq_wb", "stoi", "si_sdr")
 
