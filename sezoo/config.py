@@ -97,11 +97,16 @@ def load_presets(folder: str | Path) -> dict[str, DictConfig]:
     return {p.stem: OmegaConf.load(p) for p in sorted(Path(folder).glob("*.yaml"))}
 
 
+RECIPE_DEFAULTS = Path(__file__).with_name("recipe_defaults.yaml")
+
+
 def load_config(path: str | Path, overrides: list[str] = (), presets: Mapping[str, Mapping[str, dict]] | None = None) -> DictConfig:
+    """A recipe's config: the shared defaults (run, data, trainer, metrics, logger) with the recipe's
+    YAML merged over them, then the command-line overrides (strict)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
-    cfg = OmegaConf.load(path)
+    cfg = OmegaConf.merge(OmegaConf.load(RECIPE_DEFAULTS), OmegaConf.load(path))
     return apply_overrides(cfg, list(overrides), presets)
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 import sezoo
 from sezoo.models import create_model
+from sezoo.nn.quant import apply_quantization
 
 WEIGHTS, METADATA = "model.safetensors", "model.json"
 
@@ -45,5 +46,7 @@ def load_exported(path: str | Path) -> nn.Module:
     if missing or unexpected:
         raise ValueError(f"{weights_path}: weights do not fit {meta['arch']} {meta['kwargs']}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if meta.get("quantization"):  # a QAT model: attach the quantizers it was trained with
+        apply_quantization(model, meta["quantization"])
     model.metadata = meta
     return model.eval()

@@ -11,7 +11,7 @@ from torch import nn
 
 from sezoo.data.audio import AudioError, list_audio, pair_folders, read_audio, resample, write_audio
 from sezoo.export import load_exported
-from sezoo.metrics.cost import count_macs, count_params, deployable_bytes
+from sezoo.metrics.cost import count_macs, count_params, deployable_bytes, model_bit_widths
 from sezoo.metrics.dnsmos import DNSMOS_KEYS, dnsmos_available
 from sezoo.metrics.quality import QUALITY_KEYS, quality
 
@@ -103,7 +103,6 @@ def evaluate(model: nn.Module, noisy_dir: str | Path, clean_dir: str | Path, mod
         per_file.append({"name": noisy_path.name, "seconds": seconds, "macs": macs,
                          "metrics": quality(enhanced, clean, rate, with_dnsmos),
                          "input_metrics": quality(noisy, clean, rate, with_dnsmos)})
-    bit_widths = getattr(model, "bit_widths", lambda: None)()
     return {
         "model": model_name,
         "n_files": len(per_file),
@@ -113,7 +112,7 @@ def evaluate(model: nn.Module, noisy_dir: str | Path, clean_dir: str | Path, mod
         "cost": {
             "macs_per_second": total_macs / total_seconds,
             "params": count_params(model),
-            "model_bytes": deployable_bytes(model, bit_widths).total,
+            "model_bytes": deployable_bytes(model, model_bit_widths(model)).total,
             "rtf": total_compute / total_seconds,
             "threads": torch.get_num_threads(),
         },

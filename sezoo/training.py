@@ -168,14 +168,19 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
     if "test/util/mean" in tested:  # dynamic models: mean utilization over the test utterances
         results["utilization"] = {k.removeprefix("test/util/"): v for k, v in tested.items() if k.startswith("test/util/")}
     (run_dir / "results.json").write_text(json.dumps(results, indent=1))
-    export_model(module.model, run_dir, arch, arch_kwargs, extra={"recipe": recipe, "results": results})
+    # A stage may have changed the model's architecture (pruned units removed): export what it tests.
+    arch_kwargs = getattr(module.model, "kwargs", None) or arch_kwargs
+    extra = {"recipe": recipe, "results": results}
+    for callback in callbacks:  # e.g. QAT: the quantizer ranges the deployed model needs
+        extra.update(getattr(callback, "export_metadata", lambda _: {})(module))
+    export_model(module.model, run_dir, arch, arch_kwargs, extra=extra)
     print_results(results)
     print(f"run folder: {run_dir}")
     return results
 
 
 def print_results(results: dict) -> None:
-    rows = [("PESQ-WB", "pesq_wb", "{:.3f}"), ("STOI", "stoi", "{:.3f}"), ("SI-SDR (dB)", "si_sdr", "{:.2f}"),
+    rows = [("PESQ-WB", "pesq_wb", "{:.3f}"), ("STOI", "stoi", "{:.3f}"), ("SI-SDR (dB)", "si_sdr", "{:.2f}"), ("SDR (dB)", "sdr", "{:.2f}"),
             ("DNSMOS OVR", "dnsmos_ovr", "{:.3f}")]
     print(f"\n{'':14}{'noisy input':>14}{'enhanced':>12}")
     for label, key, fmt in rows:

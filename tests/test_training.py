@@ -19,7 +19,7 @@ def test_run_folder_holds_config_results_checkpoint_and_export(trained):
     run_dir, results, _ = trained
     saved = json.loads((run_dir / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    assert set(saved["metrics"]) == set(saved["input_metrics"]) == {"pesq_wb", "stoi", "si_sdr"}
+    assert set(saved["metrics"]) == set(saved["input_metrics"]) == {"pesq_wb", "stoi", "si_sdr", "sdr"}
     assert saved["n_test_files"] == 2 and saved["cost"]["params"] > 0
     assert "max_epochs: 1" in (run_dir / "config.yaml").read_text()
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -43,7 +43,7 @@ def test_evaluate_cli_json(trained, tiny_corpus, tmp_path):
                        "--clean", str(test / "clean"), "--json", str(out), "--quiet", "--dnsmos"]) == 0
     report = json.loads(out.read_text())
     assert report["n_files"] == 2 and len(report["per_file"]) == 2
-    assert set(report["metrics"]) == set(report["input_metrics"]) == {"pesq_wb", "stoi", "si_sdr", *DNSMOS_KEYS}
+    assert set(report["metrics"]) == set(report["input_metrics"]) == {"pesq_wb", "stoi", "si_sdr", "sdr", *DNSMOS_KEYS}
     assert set(report["cost"]) >= {"macs_per_second", "params", "model_bytes", "rtf"}
     assert report["cost"]["macs_per_second"] > 0 and report["cost"]["rtf"] > 0
 

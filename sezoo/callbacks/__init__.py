@@ -1,4 +1,5 @@
 from sezoo.callbacks.cost_meter import CostMeter, model_cost
+from sezoo.callbacks.qat import QuantizationAwareTraining
 from sezoo.callbacks.utilization import UtilizationLoss, utilization_sources
 
-__all__ = ["CostMeter", "UtilizationLoss", "model_cost", "utilization_sources"]
+__all__ = ["CostMeter", "QuantizationAwareTraining", "UtilizationLoss", "model_cost", "utilization_sources"]

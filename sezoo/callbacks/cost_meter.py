@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import lightning as L
 
-from sezoo.metrics.cost import close_ledger, count_params, deployable_bytes, open_ledger, static_macs_per_second
+from sezoo.metrics.cost import (close_ledger, count_params, deployable_bytes, model_bit_widths, open_ledger,
+                                 static_macs_per_second)
 
 
 def model_cost(model, sample_rate: int) -> dict[str, float]:
-    bit_widths = getattr(model, "bit_widths", lambda: None)()
     return {
         "macs_per_second": static_macs_per_second(model, sample_rate),
         "params": count_params(model),
-        "model_bytes": deployable_bytes(model, bit_widths).total,
+        "model_bytes": deployable_bytes(model, model_bit_widths(model)).total,
     }
 
 

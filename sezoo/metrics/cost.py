@@ -17,7 +17,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from sezoo.nn.quant import weight_bit_widths
+
 _ledger: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("sezoo_mac_ledger", default=None)
+_upper_bound: contextvars.ContextVar[bool] = contextvars.ContextVar("sezoo_mac_upper_bound", default=False)
+
+
+def counting_upper_bound() -> bool:
+    """True inside ``count_macs(executed=False)``: a model whose eval path really skips work (a
+    skip-RNN) then takes every path, so that the FLOP counter sees the bound."""
+    return _upper_bound.get()
 
 
 def ledger_active() -> bool:
@@ -50,6 +59,7 @@ def count_macs(model: nn.Module, *inputs: torch.Tensor, executed: bool = True) -
     """
     own = getattr(model, "reports_own_macs", False)
     ledger, token = open_ledger()
+    bound_token = _upper_bound.set(not executed)
     try:
         with torch.no_grad():
             if own and executed:
@@ -60,6 +70,7 @@ def count_macs(model: nn.Module, *inputs: torch.Tensor, executed: bool = True) -
         return counter.get_total_flops() // 2 + (0 if own else sum(ledger))
     finally:
         close_ledger(token)
+        _upper_bound.reset(bound_token)
 
 
 def static_macs_per_second(model: nn.Module, sample_rate: int, seconds: tuple[float, float] = (2.0, 4.0)) -> float:
@@ -120,6 +131,12 @@ def _tensor_bytes(name: str, tensor: torch.Tensor, bits: int) -> TensorBytes:
     options = {"dense": dense, "bitmap": bitmap, "coo16": coordinate if numel <= 65536 * 65536 else dense}
     encoding = min(options, key=lambda k: (options[k], k != "dense"))
     return TensorBytes(name, numel, nonzero, bits, encoding, options[encoding])
+
+
+def model_bit_widths(model: nn.Module) -> dict[str, int]:
+    """The bit width of each quantized parameter: from QAT's weight sites, or the model's own
+    ``bit_widths()`` where it declares them."""
+    return {**(getattr(model, "bit_widths", lambda: None)() or {}), **weight_bit_widths(model)}
 
 
 def deployable_bytes(model: nn.Module, bit_widths: dict[str, int] | None = None, default_bits: int = 32) -> DeployableBytes:

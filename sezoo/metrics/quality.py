@@ -1,4 +1,4 @@
-"""Quality metrics through torchmetrics: PESQ (wide band), STOI, SI-SDR; DNSMOS where available."""
+"""Quality metrics through torchmetrics: PESQ (wide band), STOI, SI-SDR, SDR; DNSMOS where available."""
 from __future__ import annotations
 
 import math
@@ -7,11 +7,11 @@ import warnings
 import torch
 from torchmetrics.functional.audio import (perceptual_evaluation_speech_quality,
                                            scale_invariant_signal_distortion_ratio,
-                                           short_time_objective_intelligibility)
+                                           short_time_objective_intelligibility, signal_distortion_ratio)
 
 from sezoo.metrics.dnsmos import dnsmos
 
-QUALITY_KEYS = ("pesq_wb", "stoi", "si_sdr")
+QUALITY_KEYS = ("pesq_wb", "stoi", "si_sdr", "sdr")
 
 
 def pesq_wb(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int = 16000) -> float:
@@ -25,13 +25,16 @@ def pesq_wb(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int = 
 
 def quality(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int = 16000,
             with_dnsmos: bool = False) -> dict[str, float]:
-    """The three quality metrics of one mono utterance (1-D tensors of equal length), plus the
+    """The four quality metrics of one mono utterance (1-D tensors of equal length), plus the
     non-intrusive DNSMOS scores when ``with_dnsmos``."""
     estimate, reference = estimate.detach().float().cpu(), reference.detach().float().cpu()
     scores = {
         "pesq_wb": pesq_wb(estimate, reference, sample_rate),
         "stoi": float(short_time_objective_intelligibility(estimate, reference, sample_rate)),
         "si_sdr": float(scale_invariant_signal_distortion_ratio(estimate, reference)),
+        # BSS-eval SDR (a 512-tap distortion filter allowed), the metric TinyLSTMs reports; float64
+        # because its Toeplitz solve is ill-conditioned in float32.
+        "sdr": float(signal_distortion_ratio(estimate.double(), reference.double())),
     }
     if with_dnsmos:
         scores.update(dnsmos(estimate, sample_rate))

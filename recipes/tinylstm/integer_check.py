@@ -1,0 +1,177 @@
+"""Integer check of a quantized TinyLSTM: export its integers, run them in numpy, compare with PyTorch.
+
+``python recipes/tinylstm/integer_check.py --model runs/tinylstm/<name>-pruned-int8 --wav noisy.wav``
+
+1. :func:`export_integer` writes what a microcontroller would flash: int8 weights, int32 biases and
+   requantization multipliers (31-bit fixed point, shift 30), and 8-bit lookup tables for sigmoid and
+   tanh, as one safetensors file (``integer.safetensors``).
+2. :class:`IntegerLSTM` reads only that file and runs the LSTM step in integer arithmetic: int32
+   accumulators for the matrix-vector products, int64 products with a rounding right shift for every
+   rescaling (CMSIS-NN's requantization), table lookups for the nonlinearities.
+3. The hidden states of every layer and frame are compared with the fake-quantized PyTorch model's,
+   in quantization steps. Within one step everywhere is the bar.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from sezoo.models import TinyLSTM  # noqa: E402
+
+SHIFT = 30  # fixed-point fraction bits of every requantization multiplier
+
+
+def _scale(site, tensor: torch.Tensor | None = None) -> float:
+    q = site.quantizer
+    if q is None:
+        raise ValueError("the model is not quantized: export a run of stage int8 (or skip)")
+    return q.scale_for(tensor if tensor is not None else torch.zeros(1))
+
+
+def _multiplier(real: float) -> np.ndarray:
+    m = round(real * 2 ** SHIFT)
+    if not 0 <= m < 2 ** 31:
+        raise ValueError(f"requantization multiplier {real} does not fit 31 bits at shift {SHIFT}")
+    return np.array(m, dtype=np.int64)
+
+
+def _lut(fn, in_scale: float, in_range: np.ndarray, out_scale: float, out_min: int, out_max: int) -> np.ndarray:
+    """The nonlinearity on every input code, rounded half to even as the fake quantizer does."""
+    values = fn(in_range.astype(np.float64) * np.float32(in_scale))
+    return np.clip(np.rint(values / np.float32(out_scale)), out_min, out_max).astype(np.int16)
+
+
+@torch.no_grad()
+def export_integer(model: TinyLSTM) -> dict[str, np.ndarray]:
+    """The LSTM layers of a QAT-trained TinyLSTM as integers (no skip gates: stage int8)."""
+    tensors: dict[str, np.ndarray] = {}
+    in_scale = _scale(model.input_quant)
+    tensors["input_scale"] = np.array(in_scale, dtype=np.float32)  # the front end quantizes its features with it
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    for k, layer in enumerate(model.layers):
+        w_ih, w_hh, bias = layer.weights()
+        s_ih, s_hh = _scale(layer.w_ih_quant, w_ih), _scale(layer.w_hh_quant, w_hh)
+        s_z, s_c = _scale(layer.gates_quant), _scale(layer.cell_quant)
+        s_sig, s_tanh, s_tc, s_h = (_scale(site) for site in (layer.sigmoid_quant, layer.tanh_quant,
+                                                                layer.cell_tanh_quant, layer.hidden_quant))
+        code8 = np.arange(-127, 128)
+        p = f"layer{k}."
+        tensors |= {
+            p + "w_ih": np.rint(w_ih.numpy() / s_ih).astype(np.int8),
+            p + "w_hh": np.rint(w_hh.numpy() / s_hh).astype(np.int8),
+            p + "bias": np.rint(bias.numpy().astype(np.float64) / s_z * 2 ** SHIFT).astype(np.int64),
+            p + "m_ih": _multiplier(s_ih * in_scale / s_z),
+            p + "m_hh": _multiplier(s_hh * s_h / s_z),
+            p + "m_fc": _multiplier(s_sig),             # f * c  -> cell scale
+            p + "m_ig": _multiplier(s_sig * s_tanh / s_c),  # i * g  -> cell scale
+            p + "m_h": _multiplier(s_sig * s_tc / s_h),     # o * tanh(c) -> hidden scale
+            p + "lut_sigmoid": _lut(sigmoid, s_z, code8, s_sig, 0, 255),
+            p + "lut_tanh": _lut(np.tanh, s_z, code8, s_tanh, -127, 127),
+            p + "lut_cell_tanh": _lut(np.tanh, s_c, code8, s_tc, -127, 127),
+        }
+        in_scale = s_h
+    return tensors
+
+
+def _requantize(acc: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """int64 value with SHIFT fraction bits -> nearest integer (ties up), saturated to [lo, hi]."""
+    return np.clip((acc + (1 << (SHIFT - 1))) >> SHIFT, lo, hi)
+
+
+class IntegerLSTM:
+    """The exported LSTM layers in integer arithmetic, one frame at a time."""
+
+    def __init__(self, tensors: dict[str, np.ndarray]):
+        self.t = tensors
+        self.layers = sorted({int(k.split(".")[0][5:]) for k in tensors if k.startswith("layer")})
+
+    def step(self, k: int, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = {name.split(".", 1)[1]: v for name, v in self.t.items() if name.startswith(f"layer{k}.")}
+        acc_x = t["w_ih"].astype(np.int32) @ x.astype(np.int32)  # int32 accumulators
+        acc_h = t["w_hh"].astype(np.int32) @ h.astype(np.int32)
+        z = _requantize(acc_x.astype(np.int64) * t["m_ih"] + acc_h.astype(np.int64) * t["m_hh"] + t["bias"], -127, 127)
+        i, f, g, o = np.split(z, 4)
+        i, f, o = (t["lut_sigmoid"][v + 127].astype(np.int64) for v in (i, f, o))
+        g = t["lut_tanh"][g + 127].astype(np.int64)
+        c = _requantize(f * c * t["m_fc"] + i * g * t["m_ig"], -127, 127)
+        h = _requantize(o * t["lut_cell_tanh"][c + 127].astype(np.int64) * t["m_h"], -127, 127)
+        return h, c
+
+    def run(self, x_codes: np.ndarray) -> list[np.ndarray]:
+        """Input feature codes [T, bins] -> each layer's hidden codes [T, H]."""
+        outputs, x = [], x_codes.astype(np.int64)
+        for k in self.layers:
+            hidden = self.t[f"layer{k}.w_hh"].shape[1]
+            h, c = np.zeros(hidden, np.int64), np.zeros(hidden, np.int64)
+            states = []
+            for frame in x:
+                h, c = self.step(k, frame, h, c)
+                states.append(h)
+            x = np.stack(states)
+            outputs.append(x)
+        return outputs
+
+
+@torch.no_grad()
+def torch_hidden_codes(model: TinyLSTM, waveform: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The fake-quantized model's input codes [T, bins] and each layer's hidden codes [T, H]."""
+    model.eval()
+    spec = model.stft(waveform[None])
+    features = model.input_quant((spec.abs() + 1e-12) ** model.compression).transpose(1, 2)
+    x_codes = torch.round(features[0] / _scale(model.input_quant)).numpy()
+    h, hidden = features, []
+    for layer in model.layers:
+        h = layer(h)
+        hidden.append(torch.round(h[0] / _scale(layer.hidden_quant)).numpy())
+    return x_codes, hidden
+
+
+def compare(model: TinyLSTM, waveform: torch.Tensor, folder: Path | None = None) -> dict:
+    tensors = export_integer(model)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(folder / "integer.safetensors"))
+        tensors = load_file(str(folder / "integer.safetensors"))  # the reference reads what was written
+    x_codes, expected = torch_hidden_codes(model, waveform)
+    got = IntegerLSTM(tensors).run(x_codes)
+    report = {"frames": int(x_codes.shape[0]), "layers": []}
+    for k, (a, b) in enumerate(zip(got, expected)):
+        diff = np.abs(a - b)
+        report["layers"].append({"layer": k, "units": int(a.shape[1]), "max_step_difference": int(diff.max()),
+                                 "exact_fraction": float((diff == 0).mean())})
+    report["within_one_step"] = all(r["max_step_difference"] <= 1 for r in report["layers"])
+    report["integer_bytes"] = int(sum(v.nbytes for v in tensors.values()))
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from sezoo.data.audio import read_audio
+    from sezoo.export import load_exported
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a stage-int8 run folder (or its export)")
+    parser.add_argument("--wav", required=True, help="one noisy utterance")
+    parser.add_argument("--out", help="folder for integer.safetensors and integer_check.json (default: the model's)")
+    args = parser.parse_args(argv)
+    model = load_exported(args.model)
+    if not isinstance(model, TinyLSTM) or model.kwargs["skip"]:
+        sys.exit(f"error: {args.model} is not a TinyLSTM without skip gates (use the pruned-int8 stage)")
+    waveform = read_audio(args.wav, model.sample_rate)
+    folder = Path(args.out or args.model)
+    report = compare(model, waveform, folder)
+    report["wav"] = args.wav
+    (folder / "integer_check.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()

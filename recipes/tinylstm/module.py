@@ -1,0 +1,107 @@
+"""TinyLSTMs' LightningModule and the four stages' models and callbacks.
+
+fp32: the 2 x 256 LSTM mask estimator trained on SI-SDR. pruned: the same with per-layer trainable
+thresholds over unit weight groups and the group penalty; tested and exported as the compact model
+without the pruned units. int8: the compact model under the shared QuantizationAwareTraining callback.
+skip: the int8 model with Skip-RNN update gates under QAT (continuing the int8 ranges) and the shared
+UtilizationLoss callback as the update budget.
+"""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sezoo.callbacks import QuantizationAwareTraining, UtilizationLoss
+from sezoo.export import load_exported
+from sezoo.losses import NegativeSISDR
+from sezoo.models import TinyLSTM
+from sezoo.nn.quant import apply_quantization, quantization_state
+from sezoo.training import SEModule
+
+ARCH = "tinylstm"
+STAGES = ("fp32", "pruned", "int8", "skip")
+PREVIOUS = {"pruned": "fp32", "int8": "pruned", "skip": "int8"}
+
+
+def load_previous_stage(cfg: DictConfig) -> TinyLSTM:
+    if not cfg.init_from:
+        raise FileNotFoundError(f"stage={cfg.stage} needs init_from=<the {PREVIOUS[cfg.stage]} run folder> "
+                                f"(or run stage=all)")
+    model = load_exported(cfg.init_from)
+    if not isinstance(model, TinyLSTM):
+        raise ValueError(f"init_from={cfg.init_from}: a {type(model).__name__}, not a TinyLSTM run")
+    return model
+
+
+def build_model(cfg: DictConfig) -> TinyLSTM:
+    if cfg.stage == "fp32":
+        return TinyLSTM(**OmegaConf.to_container(cfg.model, resolve=True), sample_rate=cfg.data.sample_rate)
+    previous = load_previous_stage(cfg)
+    if cfg.stage == "int8":
+        return previous
+    changes = {"pruned": {"prune": True, "prune_temperature": cfg.prune.temperature}, "skip": {"skip": True}}
+    model = TinyLSTM(**{**previous.kwargs, **changes[cfg.stage]})
+    missing, unexpected = model.load_state_dict(previous.state_dict(), strict=False)
+    new_parts = ".pruning." if cfg.stage == "pruned" else ".skip."
+    if unexpected or any(new_parts not in k for k in missing):
+        raise ValueError(f"init_from={cfg.init_from} does not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    apply_quantization(model, quantization_state(previous))  # skip: continue from the int8 ranges
+    if cfg.stage == "pruned":
+        with torch.no_grad():
+            for layer in model.layers:
+                layer.pruning.threshold.fill_(cfg.prune.initial_threshold * float(layer.unit_norms().median()))
+    return model
+
+
+class TinyLSTMModule(SEModule):
+    def __init__(self, cfg: DictConfig):
+        super().__init__(build_model(cfg), NegativeSISDR(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                         dnsmos=cfg.metrics.dnsmos)
+        self.stage = cfg.stage
+        self.prune_penalty, self.prune_target = cfg.prune.penalty, cfg.prune.target_ops
+        self.threshold_lr_scale = cfg.prune.threshold_lr_scale
+        self.dense_macs = self.model.macs_per_frame()
+
+    def compute_loss(self, estimate, clean, noisy):
+        loss = self.loss_fn(estimate, clean)
+        if self.stage == "pruned" and self.training:
+            kept_ops = self.model.compact_macs_per_frame() / self.dense_macs
+            # Once the compact model is inside the budget the penalty rests, so that training spends
+            # the remaining steps on quality rather than on shrinking past the target.
+            active = self.prune_target is None or kept_ops > self.prune_target
+            penalty = self.model.pruning_penalty()
+            self.log_dict({"train/prune/kept_ops": kept_ops, "train/prune/penalty": penalty.detach(),
+                           **{f"train/prune/threshold{k}": layer.pruning.threshold.detach()
+                              for k, layer in enumerate(self.model.layers)}})
+            if active:
+                loss = loss + self.prune_penalty * penalty
+        return loss
+
+    def configure_optimizers(self):
+        # A threshold is one scalar that must travel the scale of the group norms (about 1 to 3), and
+        # Adam moves a parameter about lr per step: thresholds get their own, larger step.
+        thresholds = [p for n, p in self.model.named_parameters() if n.endswith("pruning.threshold")]
+        others = [p for n, p in self.model.named_parameters() if not n.endswith("pruning.threshold")]
+        groups = [{"params": others, "lr": self.lr}]
+        if thresholds:
+            groups.append({"params": thresholds, "lr": self.lr * self.threshold_lr_scale})
+        return torch.optim.Adam(groups, weight_decay=self.weight_decay)
+
+    def on_validation_epoch_start(self):
+        if self.stage == "pruned":
+            kept = self.model.kept_units()
+            self.log_dict({f"val/prune/units{k}": float(len(u)) for k, u in enumerate(kept)})
+
+    def on_test_start(self):
+        if self.stage == "pruned":  # pruned units really go: test and export the compact model
+            self.model = self.model.compact().to(self.device)
+
+
+def callbacks(cfg: DictConfig) -> list:
+    found = []
+    if cfg.stage in ("int8", "skip"):
+        found.append(QuantizationAwareTraining(OmegaConf.to_container(cfg.qat.plan), cfg.qat.start_step,
+                                               cfg.qat.freeze_step))
+    if cfg.stage == "skip":
+        found.append(UtilizationLoss(target=cfg.skip.target, weight=cfg.skip.weight))
+    return found
