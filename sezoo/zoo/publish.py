@@ -54,6 +54,8 @@ def build_entry(run_folder: Path, name: str, file_name: str, sha256: str, size: 
     }
     if "utilization" in results:
         entry["utilization"] = results["utilization"]
+    if meta.get("quantization"):  # a QAT model: the quantizer ranges it runs with
+        entry["quantization"] = meta["quantization"]
     return entry
 
 
@@ -65,7 +67,7 @@ def model_json(entry: dict) -> dict:
 
     return {"format": 1, "name": entry["name"], "arch": entry["arch"], "kwargs": entry["kwargs"],
             "operating_point": entry["operating_point"], "sample_rate": entry["sample_rate"],
-            "bit_widths": entry.get("bit_widths"), "weights": entry["files"][0],
+            "quantization": entry.get("quantization"), "weights": entry["files"][0],
             "versions": {"sezoo": sezoo.__version__, "torch": torch.__version__}}
 
 

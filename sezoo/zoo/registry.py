@@ -17,6 +17,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from sezoo.models import create_model
+from sezoo.nn.quant import apply_quantization
 from sezoo.zoo.download import cache_dir, fetch, join_url
 
 REGISTRY = Path(__file__).with_name("registry.json")
@@ -77,6 +78,8 @@ def load(name: str):
     (weights,) = [p for p in download(name) if p.suffix == ".safetensors"]  # the JSON sidecar is for users
     model = create_model(entry["arch"], **entry["kwargs"])
     model.load_state_dict(load_file(str(weights)), strict=True)
+    if entry.get("quantization"):
+        apply_quantization(model, entry["quantization"])
     if entry.get("operating_point"):
         model.set_operating_point(**entry["operating_point"])
     model.eval()
@@ -105,15 +108,21 @@ def model_card(entry: dict) -> str:
         f"- command: `{entry['training']['command']}`",
         f"- evaluated on: {entry['evaluated_on']}",
         "",
-        "| | PESQ-WB | STOI | SI-SDR (dB) |",
-        "|---|---|---|---|",
-        f"| noisy input | {_fmt(inputs['pesq_wb'])} | {_fmt(inputs['stoi'])} | {_fmt(inputs['si_sdr'], 2)} |",
-        f"| this model | {_fmt(metrics['pesq_wb'])} | {_fmt(metrics['stoi'])} | {_fmt(metrics['si_sdr'], 2)} |",
+        "| | PESQ-WB | STOI | SI-SDR (dB) | SDR (dB) |",
+        "|---|---|---|---|---|",
+        f"| noisy input | {_fmt(inputs['pesq_wb'])} | {_fmt(inputs['stoi'])} | {_fmt(inputs['si_sdr'], 2)} | "
+        f"{_fmt(inputs.get('sdr', '-'), 2)} |",
+        f"| this model | {_fmt(metrics['pesq_wb'])} | {_fmt(metrics['stoi'])} | {_fmt(metrics['si_sdr'], 2)} | "
+        f"{_fmt(metrics.get('sdr', '-'), 2)} |",
         "",
         f"Cost: {cost['macs_per_second'] / 1e6:.2f} MMAC/s executed on the evaluation audio, "
         f"{cost['params']:,} parameters, {cost['model_bytes']:,} deployable bytes.",
     ]
     if "utilization" in entry:
-        lines.append(f"Mean utilization (fraction of gated channels computed): {entry['utilization']['mean']:.3f}.")
+        lines.append(f"Mean utilization (fraction of the dynamic capacity computed): {entry['utilization']['mean']:.3f}.")
+    if entry.get("quantization"):
+        bits = sorted({s["bits"] for s in entry["quantization"].values()})
+        lines.append(f"Quantized (fake-quantized weights and activations at {'/'.join(map(str, bits))} bits; "
+                     f"deployable bytes at those widths).")
     lines += ["", f"Licence: {entry['licence']}", "", f"Citation: {entry['citation']}", ""]
     return "\n".join(lines)
