@@ -1,6 +1,7 @@
 from sezoo.models._base import SEModel
 from sezoo.models._registry import create_model, list_models, register_model
 from sezoo.models.convfsenet import ConvFSENet
+from sezoo.models.demucs import SlimmableDemucs
 from sezoo.models.tinylstm import TinyLSTM
 
-__all__ = ["ConvFSENet", "SEModel", "TinyLSTM", "create_model", "list_models", "register_model"]
+__all__ = ["ConvFSENet", "SEModel", "SlimmableDemucs", "TinyLSTM", "create_model", "list_models", "register_model"]

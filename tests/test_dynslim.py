@@ -1,0 +1,32 @@
+"""Slimmable DEMUCS: static MACs against the closed form at every utilization factor, shapes, and the
+slimming itself (a narrower factor touches only the leading filters)."""
+import pytest
+import torch
+
+from sezoo.metrics.cost import static_macs_per_second
+from sezoo.models import SlimmableDemucs, create_model
+
+
+@pytest.mark.parametrize("uf", [0.125, 0.25, 0.5, 1.0])
+def test_static_macs_per_sample_match_the_closed_form(uf):
+    model = SlimmableDemucs()
+    model.set_operating_point(uf)
+    # 53,760 * UF (encoder + decoder) + 672 (x4 sinc resampling) + 1,536 (grouped GRU bottleneck)
+    assert static_macs_per_second(model, 16000, seconds=(0.512, 1.024)) / 16000 == 53_760 * uf + 2_208
+    assert model.bottleneck.macs_per_frame == 393_216 and model.hop_samples == 256
+
+
+def test_forward_keeps_length_and_slimming_uses_only_leading_filters():
+    torch.manual_seed(0)
+    model = create_model("slimdemucs", hidden=8, depth=3).eval()
+    x = torch.randn(2, 3000)
+    assert model(x).shape == x.shape
+    narrow = model(x, uf=0.25)
+    with torch.no_grad():  # filters beyond the leading quarter do not matter at UF 0.25 ...
+        block = model.encoder[1]
+        block.conv.weight[slice(4, None)] += 1.0
+        model.decoder[0].pointwise.weight[-1] += 1.0
+    assert torch.allclose(model(x, uf=0.25), narrow, atol=1e-6)
+    assert not torch.allclose(model(x, uf=1.0), narrow, atol=1e-3)  # ... but do at UF 1
+    with pytest.raises(ValueError, match="trained for"):
+        model.set_operating_point(0.3)
