@@ -30,3 +30,18 @@ def test_forward_keeps_length_and_slimming_uses_only_leading_filters():
     assert not torch.allclose(model(x, uf=1.0), narrow, atol=1e-3)  # ... but do at UF 1
     with pytest.raises(ValueError, match="trained for"):
         model.set_operating_point(0.3)
+
+
+def test_router_picks_one_factor_per_frame_and_feeds_the_utilization_callback():
+    from sezoo.callbacks import UtilizationLoss, utilization_sources
+    from sezoo.nn.router import GumbelRouter
+
+    torch.manual_seed(0)
+    router = GumbelRouter((0.125, 0.25, 0.5, 1.0), frame=256).train()
+    choice = router(torch.randn(3, 1000))
+    assert choice.shape == (3, 4, 4) and torch.equal(choice.sum(-1), torch.ones(3, 4))
+    assert 0.125 <= float(router.last_utilization) <= 1.0
+    assert 0.0 < float(router.last_balance) <= 4.0
+    sources = utilization_sources(torch.nn.ModuleDict({"router": router}))
+    UtilizationLoss(target=0.1, weight=1.0, balance_weight=0.1).loss(sources, 0.1).backward()
+    assert router.head.weight.grad.abs().sum() > 0 and router.gru.recurrent.grad is not None

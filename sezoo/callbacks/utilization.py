@@ -6,7 +6,8 @@ skip-RNN update gate, an early-exit policy. The loss is ``weight * mean_k (u_k -
 sources (``per_source=True``) or ``weight * (mean_k u_k - target)^2`` (global). The target can be
 annealed linearly from ``start_target`` over ``anneal_steps``; sources with a ``temperature`` attribute
 (Gumbel routers) get ``temperature`` annealed geometrically from its first to its second value over
-``temperature_steps``. Per-source and mean utilization are logged for train, val and test.
+``temperature_steps``. Sources that also expose ``last_balance`` (a router's load-balancing term) add
+``balance_weight * mean(last_balance)``. Per-source and mean utilization are logged for train, val and test.
 
 Lightning callbacks cannot add to the loss, so the callback wraps the module's ``training_step``
 once, at setup, and adds its term to what the step returns. Its schedule is saved in the checkpoint
@@ -27,7 +28,8 @@ def utilization_sources(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
 class UtilizationLoss(L.Callback):
     def __init__(self, target: float, weight: float = 1.0, per_source: bool = True,
                  start_target: float | None = None, anneal_steps: int = 0,
-                 temperature: tuple[float, float] | None = None, temperature_steps: int = 0):
+                 temperature: tuple[float, float] | None = None, temperature_steps: int = 0,
+                 balance_weight: float = 0.0):
         if not 0.0 <= target <= 1.0:
             raise ValueError(f"utilization target {target} is not in [0, 1]")
         self.target, self.weight, self.per_source = float(target), float(weight), per_source
@@ -35,6 +37,7 @@ class UtilizationLoss(L.Callback):
         self.anneal_steps = int(anneal_steps)
         self.temperature = tuple(temperature) if temperature else None
         self.temperature_steps = int(temperature_steps)
+        self.balance_weight = float(balance_weight)
         self._sums: dict[str, float] = {}
         self._count = 0
 
@@ -55,8 +58,13 @@ class UtilizationLoss(L.Callback):
     def loss(self, sources: dict[str, torch.nn.Module], target: float) -> torch.Tensor:
         values = torch.stack([m.last_utilization for m in sources.values()])
         if self.per_source:
-            return self.weight * (values - target).pow(2).mean()
-        return self.weight * (values.mean() - target).pow(2)
+            term = self.weight * (values - target).pow(2).mean()
+        else:
+            term = self.weight * (values.mean() - target).pow(2)
+        balances = [m.last_balance for m in sources.values() if getattr(m, "last_balance", None) is not None]
+        if self.balance_weight and balances:
+            term = term + self.balance_weight * torch.stack(balances).mean()
+        return term
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer, pl_module, stage):
@@ -122,7 +130,8 @@ class UtilizationLoss(L.Callback):
     def state_dict(self) -> dict:
         return {"target": self.target, "weight": self.weight, "per_source": self.per_source,
                 "start_target": self.start_target, "anneal_steps": self.anneal_steps,
-                "temperature": self.temperature, "temperature_steps": self.temperature_steps}
+                "temperature": self.temperature, "temperature_steps": self.temperature_steps,
+                "balance_weight": self.balance_weight}
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
