@@ -40,8 +40,26 @@ def test_router_picks_one_factor_per_frame_and_feeds_the_utilization_callback():
     router = GumbelRouter((0.125, 0.25, 0.5, 1.0), frame=256).train()
     choice = router(torch.randn(3, 1000))
     assert choice.shape == (3, 4, 4) and torch.equal(choice.sum(-1), torch.ones(3, 4))
-    assert 0.125 <= float(router.last_utilization) <= 1.0
-    assert 0.0 < float(router.last_balance) <= 4.0
+    assert 0.125 <= router.last_utilization.item() <= 1.0
+    assert 0.0 < router.last_balance.item() <= 4.0
     sources = utilization_sources(torch.nn.ModuleDict({"router": router}))
     UtilizationLoss(target=0.1, weight=1.0, balance_weight=0.1).loss(sources, 0.1).backward()
     assert router.head.weight.grad.abs().sum() > 0 and router.gru.recurrent.grad is not None
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_dynamic_model_counts_what_ran(k):
+    from sezoo.metrics.cost import count_macs
+
+    torch.manual_seed(0)
+    model = SlimmableDemucs(hidden=8, depth=3, router=True).eval()
+    with torch.no_grad():  # the router always picks choice k: the dynamic count equals the static one
+        model.router.head.bias.fill_(-50.0)
+        model.router.head.bias[k] = 50.0
+    x = torch.randn(1, 4096)
+    dynamic_out, executed = model(x), count_macs(model, x)
+    routed = model.router.last_choice.shape[1] * model.router.macs_per_frame
+    model.set_operating_point(model.utilization_factors[k])
+    assert torch.allclose(model(x), dynamic_out, atol=1e-5)
+    assert executed == count_macs(model, x) + routed
+    assert float(model.router.last_utilization) == model.utilization_factors[k]

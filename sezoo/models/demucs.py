@@ -21,8 +21,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sezoo.metrics.cost import ledger_active, report_macs
 from sezoo.models._base import SEModel
 from sezoo.models._registry import register_model
+from sezoo.nn.router import GumbelRouter
 
 UTILIZATION_FACTORS = (0.125, 0.25, 0.5, 1.0)
 
@@ -56,6 +58,21 @@ def slim_width(channels: int, uf: float) -> int:
     return math.ceil(channels * uf)
 
 
+class WidthMask:
+    """Per-frame widths for one block: the router's one-hot choices [B, R, K] upsampled (nearest) to
+    the block's ``frames`` and turned into a nested channel mask [B, hidden, frames]."""
+
+    def __init__(self, choice: torch.Tensor, factors: tuple[float, ...], hidden: int, frames: int):
+        widths = torch.tensor([slim_width(hidden, f) for f in factors], device=choice.device)
+        keep = (torch.arange(hidden, device=choice.device)[:, None] < widths).to(choice.dtype)  # [hidden, K]
+        per_frame = F.interpolate(choice.transpose(1, 2), size=frames, mode="nearest")  # [B, K, frames]
+        self.mask = torch.einsum("ck,bkt->bct", keep, per_frame)  # straight-through: gradients reach the router
+        self.channel_frames = int(self.mask.detach().sum())  # computed (channel, frame) pairs
+
+    def apply(self, h: torch.Tensor) -> torch.Tensor:
+        return h * self.mask[..., : h.shape[-1]]
+
+
 class EncoderBlock(nn.Module):
     """Conv(chin -> h, k, s) on the leading ceil(h*UF) filters, ReLU, 1x1 conv -> 2h, GLU -> h."""
 
@@ -65,7 +82,15 @@ class EncoderBlock(nn.Module):
         self.conv = nn.Conv1d(chin, hidden, kernel_size, stride)
         self.pointwise = nn.Conv1d(hidden, 2 * hidden, 1)
 
-    def forward(self, x: torch.Tensor, uf: float = 1.0) -> torch.Tensor:
+    @property
+    def macs_per_channel(self) -> int:
+        """An output frame's cost per computed hidden filter: its conv filter and 1x1 column."""
+        return self.conv.in_channels * self.conv.kernel_size[0] + self.pointwise.out_channels
+
+    def forward(self, x: torch.Tensor, uf: float = 1.0, widths: WidthMask | None = None) -> torch.Tensor:
+        if widths is not None:  # dynamic: full width, hidden filters beyond each frame's width zeroed
+            h = widths.apply(F.relu(self.conv(x)))
+            return F.glu(self.pointwise(h), dim=1)
         n = slim_width(self.hidden, uf)
         h = F.relu(F.conv1d(x, self.conv.weight[:n], self.conv.bias[:n], self.stride))
         return F.glu(F.conv1d(h, self.pointwise.weight[:, :n], self.pointwise.bias), dim=1)
@@ -81,7 +106,15 @@ class DecoderBlock(nn.Module):
         self.pointwise = nn.Conv1d(hidden, 2 * hidden, 1)
         self.deconv = nn.ConvTranspose1d(hidden, chout, kernel_size, stride)
 
-    def forward(self, x: torch.Tensor, uf: float = 1.0) -> torch.Tensor:
+    @property
+    def macs_per_channel(self) -> int:
+        """An input frame's cost per kept GLU channel: two 1x1 rows and its transposed-conv filter."""
+        return 2 * self.pointwise.in_channels + self.deconv.out_channels * self.deconv.kernel_size[0]
+
+    def forward(self, x: torch.Tensor, uf: float = 1.0, widths: WidthMask | None = None) -> torch.Tensor:
+        if widths is not None:
+            y = self.deconv(widths.apply(F.glu(self.pointwise(x), dim=1)))
+            return F.relu(y) if self.activate else y
         n, h = slim_width(self.hidden, uf), self.hidden
         w, b = self.pointwise.weight, self.pointwise.bias
         gated = F.glu(F.conv1d(x, torch.cat([w[:n], w[h:h + n]]), torch.cat([b[:n], b[h:h + n]])), dim=1)
@@ -114,14 +147,14 @@ class SlimmableDemucs(SEModel):
     def __init__(self, hidden: int = 32, depth: int = 5, kernel_size: int = 8, stride: int = 4, resample: int = 4,
                  growth: int = 2, gru_groups: int = 8, gru_layers: int = 2, floor: float = 1e-3,
                  normalize: bool = True, utilization_factors: tuple[float, ...] = UTILIZATION_FACTORS,
-                 sample_rate: int = 16000):
+                 router: bool = False, router_channels: int = 32, sample_rate: int = 16000):
         super().__init__()
         if resample not in (1, 2, 4):
             raise ValueError(f"resample={resample}: choose 1, 2 or 4")
         self.kwargs = {"hidden": hidden, "depth": depth, "kernel_size": kernel_size, "stride": stride,
                        "resample": resample, "growth": growth, "gru_groups": gru_groups, "gru_layers": gru_layers,
                        "floor": floor, "normalize": normalize, "utilization_factors": list(utilization_factors),
-                       "sample_rate": sample_rate}
+                       "router": router, "router_channels": router_channels, "sample_rate": sample_rate}
         self.sample_rate, self.depth, self.kernel_size, self.stride = sample_rate, depth, kernel_size, stride
         self.resample, self.floor, self.normalize = resample, floor, normalize
         self.utilization_factors = tuple(utilization_factors)
@@ -134,12 +167,25 @@ class SlimmableDemucs(SEModel):
             chin, width = width, width * growth
         self.bottleneck = GroupedGRU(chin, gru_groups, gru_layers)
         self.register_buffer("resample_kernel", _sinc_kernel(), persistent=False)
+        # One router frame per bottleneck frame (256 input samples at the defaults).
+        self.router = GumbelRouter(self.utilization_factors, self.hop_samples, router_channels) if router else None
+        self.dynamic = router
 
-    def set_operating_point(self, uf: float) -> None:
-        """Static operating point: every block runs at ``uf`` (one of the trained factors)."""
+    def set_operating_point(self, uf: float | None = None, dynamic: bool = False) -> None:
+        """A static operating point (every block at ``uf``, one of the trained factors), or
+        ``dynamic=True``: the router picks the factor per frame."""
+        if dynamic:
+            if self.router is None:
+                raise ValueError("dynamic=True needs a model built with router=True")
+            self.dynamic = True
+            return
         if uf not in self.utilization_factors:
             raise ValueError(f"uf={uf}: this model was trained for {self.utilization_factors}")
-        self.uf = uf
+        self.uf, self.dynamic = uf, False
+
+    @property
+    def reports_own_macs(self) -> bool:
+        return self.dynamic  # what ran depends on the router: the model counts it itself
 
     @property
     def hop_samples(self) -> int:
@@ -155,23 +201,41 @@ class SlimmableDemucs(SEModel):
         return int(math.ceil(length / self.resample))
 
     def forward(self, waveform: torch.Tensor, uf: float | None = None) -> torch.Tensor:
-        """[B, T] noisy -> [B, T] enhanced, every block at ``uf`` (default: the operating point)."""
+        """[B, T] noisy -> [B, T] enhanced: every block at ``uf`` (default: the operating point), or
+        at the router's per-frame choice when the model is dynamic and ``uf`` is not given."""
+        dynamic = self.dynamic and uf is None
         uf = self.uf if uf is None else uf
         x = waveform[:, None]
         std = x.std(dim=-1, keepdim=True) if self.normalize else 1.0
         x = x / (self.floor + std)
         length = x.shape[-1]
         x = F.pad(x, (0, self.valid_length(length) - length))
+        choice = self.router(x[:, 0]) if dynamic else None
+        macs = [self.router.macs_per_frame * choice.shape[0] * choice.shape[1]] if dynamic else []
         for _ in range(self.resample // 2):
+            macs.append(x.shape[0] * (x.shape[-1] + 1) * self.resample_kernel.shape[-1])
             x = upsample2(x, self.resample_kernel)
         skips = []
         for block in self.encoder:
-            x = block(x, uf)
+            widths = None
+            if dynamic:
+                widths = WidthMask(choice, self.utilization_factors, block.hidden,
+                                   (x.shape[-1] - self.kernel_size) // self.stride + 1)
+                macs.append(widths.channel_frames * block.macs_per_channel)
+            x = block(x, uf, widths)
             skips.append(x)
+        macs.append(x.shape[0] * x.shape[-1] * self.bottleneck.macs_per_frame)
         x = self.bottleneck(x)
         for block in self.decoder:
-            skip = skips.pop()
-            x = block(x + skip[..., : x.shape[-1]], uf)
+            x = x + skips.pop()[..., : x.shape[-1]]
+            widths = None
+            if dynamic:
+                widths = WidthMask(choice, self.utilization_factors, block.hidden, x.shape[-1])
+                macs.append(widths.channel_frames * block.macs_per_channel)
+            x = block(x, uf, widths)
         for _ in range(self.resample // 2):
+            macs.append(x.shape[0] * (x.shape[-1] // 2 + x.shape[-1] % 2 + 1) * self.resample_kernel.shape[-1])
             x = downsample2(x, self.resample_kernel)
+        if dynamic and ledger_active():
+            report_macs(sum(macs))
         return (x[..., :length] * std)[:, 0]
