@@ -20,6 +20,7 @@ from conftest import REPO, load_recipe
 
 sys.path.insert(0, str(REPO))
 from recipes.tinylstm.integer_check import compare  # noqa: E402
+from recipes.tinylstm.report import table  # noqa: E402
 
 PLAN = {"mask_fc.output_quant": 16, "mask_quant": 16, "*": 8}
 
@@ -208,6 +209,10 @@ def test_recipe_stages_end_to_end(tiny_corpus, tmp_path):
     assert skip_cost["macs_per_second"] <= 1.02 * skip_cost["max_macs_per_second"]  # + each file's edge frame
     for r in results.values():
         assert np.isfinite(r["metrics"]["sdr"])
+    text = table(list(folders.values()))
+    assert len([line for line in text.splitlines() if line.startswith("| t-")]) == 4 and "Commands:" in text
+    fp32_row = next(line for line in text.splitlines() if line.startswith("| t-fp32 "))
+    assert "| 1.0x | 1.00x | +0.00 dB |" in fp32_row
     with pytest.raises(FileNotFoundError, match="init_from"):
         load_recipe("tinylstm").main([*args, "stage=int8"])
     assert isinstance(int8.layers[0].gates_quant, QuantSite)

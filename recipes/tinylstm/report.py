@@ -48,6 +48,7 @@ def table(runs: list[str | Path]) -> str:
             f"{m['sdr'] - base['metrics']['sdr']:+.2f} dB | {'yes' if ops <= OPS_BUDGET else 'no'} | "
             f"{'yes' if c['model_bytes'] < BYTES_BUDGET else 'no'} |")
     lines.append("| paper (CHiME-2, compressed vs its baseline) | | | | | | | | | 11.9x | 2.9x | -0.55 dB | yes | yes |")
+    lines += ["", "Commands:"] + [f"- {name}: `{r['command']}`" for name, r, _ in rows]
     return "\n".join(lines)
 
 
