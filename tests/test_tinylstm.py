@@ -180,8 +180,10 @@ def test_utilization_loss_drives_the_update_budget():
 def test_integer_reference_matches_the_fake_quantized_model(tmp_path):
     model = _quantized()
     report = compare(model, 0.1 * torch.randn(16000), tmp_path)
-    assert report["within_one_step"] and report["frames"] == 63
-    assert all(layer["exact_fraction"] > 0.99 for layer in report["layers"])
+    assert report["step_within_one"] and report["frames"] == 63
+    assert all(layer["step_exact_fraction"] > 0.99 for layer in report["layers"])
+    assert all(layer["free_running_max_difference"] <= 2 for layer in report["layers"])
+    assert report["output_snr_db"] > 30
     assert (tmp_path / "integer.safetensors").exists()
     with pytest.raises(ValueError, match="not quantized"):
         compare(TinyLSTM(hidden=(8, 8)), torch.randn(4000))

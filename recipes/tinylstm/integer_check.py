@@ -7,9 +7,10 @@
    tanh, as one safetensors file (``integer.safetensors``).
 2. :class:`IntegerLSTM` reads only that file and runs the LSTM step in integer arithmetic: int32
    accumulators for the matrix-vector products, int64 products with a rounding right shift for every
-   rescaling (CMSIS-NN's requantization), table lookups for the nonlinearities.
-3. The hidden states of every layer and frame are compared with the fake-quantized PyTorch model's,
-   in quantization steps. Within one step everywhere is the bar.
+   rescaling (CMSIS-NN's requantization, ties to even), table lookups for the nonlinearities.
+3. Every layer's hidden and cell states, frame by frame, are compared with the fake-quantized PyTorch
+   model's in quantization steps: each integer step fed PyTorch's previous state (the step's
+   arithmetic; within one step is the bar), and the integer LSTM running on its own states.
 """
 from __future__ import annotations
 
@@ -82,8 +83,17 @@ def export_integer(model: TinyLSTM) -> dict[str, np.ndarray]:
 
 
 def _requantize(acc: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """int64 value with SHIFT fraction bits -> nearest integer (ties up), saturated to [lo, hi]."""
-    return np.clip((acc + (1 << (SHIFT - 1))) >> SHIFT, lo, hi)
+    """int64 value with SHIFT fraction bits -> nearest integer, saturated to [lo, hi].
+
+    Ties go to the even neighbour, as the fake quantizer's ``nearbyint`` does: with the scales QAT
+    learns, exact ties are common (a cell range of 254/255 makes i*g land on k + 1/2 for every odd k),
+    and rounding them up would make the reference drift from the PyTorch model.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    floor = acc >> SHIFT
+    rest = acc - (floor << SHIFT)
+    half = 1 << (SHIFT - 1)
+    return np.clip(floor + ((rest > half) | ((rest == half) & (floor % 2 == 1))), lo, hi)
 
 
 class IntegerLSTM:
@@ -121,33 +131,69 @@ class IntegerLSTM:
 
 
 @torch.no_grad()
-def torch_hidden_codes(model: TinyLSTM, waveform: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The fake-quantized model's input codes [T, bins] and each layer's hidden codes [T, H]."""
+def torch_codes(model: TinyLSTM, waveform: torch.Tensor) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """The fake-quantized model's input codes [T, bins] and each layer's (hidden, cell) codes [T, H],
+    stepped with the layer's own ``cell`` so that the cell state is visible too."""
     model.eval()
     spec = model.stft(waveform[None])
-    features = model.input_quant((spec.abs() + 1e-12) ** model.compression).transpose(1, 2)
-    x_codes = torch.round(features[0] / _scale(model.input_quant)).numpy()
-    h, hidden = features, []
+    x = model.input_quant((spec.abs() + 1e-12) ** model.compression).transpose(1, 2)
+    x_codes = torch.round(x[0] / _scale(model.input_quant)).numpy()
+    states = []
     for layer in model.layers:
-        h = layer(h)
-        hidden.append(torch.round(h[0] / _scale(layer.hidden_quant)).numpy())
-    return x_codes, hidden
+        w_ih, w_hh, bias = layer.weights()
+        h = c = x.new_zeros(1, layer.hidden_size)
+        hs, cs = [], []
+        for t in range(x.shape[1]):
+            h, c = layer.cell(x[:, t] @ w_ih.T + bias + h @ w_hh.T, c)
+            hs.append(h[0])
+            cs.append(c[0])
+        x = torch.stack(hs)[None]
+        states.append((torch.round(torch.stack(hs) / _scale(layer.hidden_quant)).numpy(),
+                       torch.round(torch.stack(cs) / _scale(layer.cell_quant)).numpy()))
+    return x_codes, states
 
 
 def compare(model: TinyLSTM, waveform: torch.Tensor, folder: Path | None = None) -> dict:
+    """Two comparisons, in quantization steps. ``step``: every frame's integer step fed PyTorch's
+    previous state and input (the step's arithmetic alone). ``free_running``: the integer LSTM on its
+    own states for the whole utterance (where a rounding difference can feed back)."""
     tensors = export_integer(model)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(folder / "integer.safetensors"))
         tensors = load_file(str(folder / "integer.safetensors"))  # the reference reads what was written
-    x_codes, expected = torch_hidden_codes(model, waveform)
-    got = IntegerLSTM(tensors).run(x_codes)
+    reference = IntegerLSTM(tensors)
+    x_codes, expected = torch_codes(model, waveform)
+    free = reference.run(x_codes)
     report = {"frames": int(x_codes.shape[0]), "layers": []}
-    for k, (a, b) in enumerate(zip(got, expected)):
-        diff = np.abs(a - b)
-        report["layers"].append({"layer": k, "units": int(a.shape[1]), "max_step_difference": int(diff.max()),
-                                 "exact_fraction": float((diff == 0).mean())})
-    report["within_one_step"] = all(r["max_step_difference"] <= 1 for r in report["layers"])
+    inputs = x_codes.astype(np.int64)
+    for k, ((h_torch, c_torch), h_free) in enumerate(zip(expected, free)):
+        h_prev = np.vstack([np.zeros_like(h_torch[:1]), h_torch[:-1]]).astype(np.int64)
+        c_prev = np.vstack([np.zeros_like(c_torch[:1]), c_torch[:-1]]).astype(np.int64)
+        stepped = [reference.step(k, inputs[t], h_prev[t], c_prev[t]) for t in range(len(inputs))]
+        step_h = np.abs(np.stack([h for h, _ in stepped]) - h_torch)
+        step_c = np.abs(np.stack([c for _, c in stepped]) - c_torch)
+        free_h = np.abs(h_free - h_torch)
+        report["layers"].append({
+            "layer": k, "units": int(h_torch.shape[1]),
+            "step_max_difference": int(max(step_h.max(), step_c.max())),
+            "step_exact_fraction": float(((step_h == 0) & (step_c == 0)).mean()),
+            "free_running_max_difference": int(free_h.max()),
+            "free_running_exact_fraction": float((free_h == 0).mean()),
+        })
+        inputs = h_torch.astype(np.int64)
+    report["step_within_one"] = all(r["step_max_difference"] <= 1 for r in report["layers"])
+    # What the free-running drift does to the enhanced audio: the same (fake-quantized) mask head and
+    # iSTFT on the integer LSTM's last hidden states, against the PyTorch model's output.
+    with torch.no_grad():
+        last = model.layers[-1]
+        hidden = torch.from_numpy(free[-1]).float()[None] * _scale(last.hidden_quant)
+        spec = model.stft(waveform[None])
+        mask = model.mask_quant(torch.sigmoid(model.mask_fc(hidden))).transpose(1, 2)
+        integer_out = model.stft.inverse(spec * mask, waveform.shape[-1])
+        torch_out = model(waveform[None])
+        error = (integer_out - torch_out).pow(2).sum()
+        report["output_snr_db"] = float(10 * torch.log10(torch_out.pow(2).sum() / error)) if error > 0 else float("inf")
     report["integer_bytes"] = int(sum(v.nbytes for v in tensors.values()))
     return report
 
