@@ -48,5 +48,7 @@ def load_exported(path: str | Path) -> nn.Module:
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     if meta.get("quantization"):  # a QAT model: attach the quantizers it was trained with
         apply_quantization(model, meta["quantization"])
+    if meta.get("operating_point"):  # e.g. one utilization factor of a slimmable model
+        model.set_operating_point(**meta["operating_point"])
     model.metadata = meta
     return model.eval()

@@ -141,8 +141,14 @@ def recipe_command(recipe: str, argv: list[str]) -> str:
 
 
 def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataModule, recipe: str,
-                 arch: str, arch_kwargs: dict, callbacks: list[L.Callback] = (), command: str = "") -> dict:
-    """Train, test the best checkpoint, and write config.yaml, results.json and the exported model."""
+                 arch: str, arch_kwargs: dict, callbacks: list[L.Callback] = (), command: str = "",
+                 operating_points: dict[str, dict] | None = None) -> dict:
+    """Train, test the best checkpoint, and write config.yaml, results.json and the exported model.
+
+    ``operating_points`` (name -> ``model.set_operating_point`` kwargs): after the default test, each
+    point is tested too and written as a sub-folder ``<run>/<name>/`` with its own results.json and
+    export (the same weights), e.g. the utilization factors of a slimmable model.
+    """
     L.seed_everything(cfg.seed, workers=True)
     run_dir = run_folder(cfg, recipe)
     save_config(cfg, run_dir / "config.yaml")
@@ -150,32 +156,48 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
     trainer = build_trainer(cfg, run_dir, list(callbacks))
     trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
     best = trainer.checkpoint_callback.best_model_path or None
+    context = {"recipe": recipe, "arch": arch, "arch_kwargs": arch_kwargs, "callbacks": callbacks,
+               "command": command or recipe_command(recipe, []), "data": cfg.data.name}
+    results = _test_and_export(trainer, module, datamodule, best, run_dir, **context)
+    for name, point in (operating_points or {}).items():
+        module.model.set_operating_point(**point)
+        _test_and_export(trainer, module, datamodule, best, run_dir / name, operating_point=point, **context)
+    if trainer.is_global_zero:
+        print(f"run folder: {run_dir}")
+    return results
+
+
+def _test_and_export(trainer: L.Trainer, module: SEModule, datamodule, best: str | None, folder: Path, recipe: str,
+                     arch: str, arch_kwargs: dict, callbacks, command: str, data: str,
+                     operating_point: dict | None = None) -> dict:
     tested = trainer.test(module, datamodule=datamodule, ckpt_path=best)[0]
     if not trainer.is_global_zero:
         return {}
     cost_meter = next(c for c in trainer.callbacks if isinstance(c, CostMeter))
     results = {
         "recipe": recipe,
-        "run": run_dir.name,
+        "run": folder.name,
         "checkpoint": best,
         "n_test_files": len(datamodule.datasets["test"]),
         "metrics": {k: tested[f"test/{k}"] for k in QUALITY_KEYS + DNSMOS_KEYS if f"test/{k}" in tested},
         "input_metrics": {k: tested[f"test/input/{k}"] for k in QUALITY_KEYS + DNSMOS_KEYS if f"test/input/{k}" in tested},
         "cost": cost_meter.last,
-        "data": cfg.data.name,
-        "command": command or recipe_command(recipe, []),
+        "data": data,
+        "command": command,
     }
+    if operating_point is not None:
+        results["operating_point"] = operating_point
     if "test/util/mean" in tested:  # dynamic models: mean utilization over the test utterances
         results["utilization"] = {k.removeprefix("test/util/"): v for k, v in tested.items() if k.startswith("test/util/")}
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results, indent=1))
     # A stage may have changed the model's architecture (pruned units removed): export what it tests.
     arch_kwargs = getattr(module.model, "kwargs", None) or arch_kwargs
-    extra = {"recipe": recipe, "results": results}
+    extra = {"recipe": recipe, "results": results, "operating_point": operating_point}
     for callback in callbacks:  # e.g. QAT: the quantizer ranges the deployed model needs
         extra.update(getattr(callback, "export_metadata", lambda _: {})(module))
-    export_model(module.model, run_dir, arch, arch_kwargs, extra=extra)
+    export_model(module.model, folder, arch, arch_kwargs, extra=extra)
     print_results(results)
-    print(f"run folder: {run_dir}")
     return results
 
 

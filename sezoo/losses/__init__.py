@@ -1,3 +1,4 @@
 from sezoo.losses.spectral import CompressedSpectralMSE, NegativeSISDR
+from sezoo.losses.waveform import DemucsLoss
 
-__all__ = ["CompressedSpectralMSE", "NegativeSISDR"]
+__all__ = ["CompressedSpectralMSE", "DemucsLoss", "NegativeSISDR"]

@@ -1,0 +1,78 @@
+"""The adaptive-slimming LightningModule: a slimmable DEMUCS trained at every utilization factor
+(static stage), then with its Gumbel-softmax router (router pre-training or joint training)."""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sezoo.callbacks import UtilizationLoss
+from sezoo.export import load_exported
+from sezoo.losses import DemucsLoss
+from sezoo.models import SlimmableDemucs
+from sezoo.training import SEModule
+
+ARCH = "slimdemucs"
+STAGES = ("static", "router", "joint")
+RULES = ("all", "sandwich", "random")
+
+
+def build_model(cfg: DictConfig) -> SlimmableDemucs:
+    kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    model = SlimmableDemucs(**kwargs, router=cfg.stage != "static", sample_rate=cfg.data.sample_rate)
+    if cfg.stage == "static":
+        return model
+    if not cfg.init_from:
+        raise FileNotFoundError(f"stage={cfg.stage} needs init_from=<a static or router run folder>")
+    previous = load_exported(cfg.init_from)
+    missing, unexpected = model.load_state_dict(previous.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("router.") for k in missing):
+        raise ValueError(f"init_from={cfg.init_from} does not fit model.*: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    return model
+
+
+class DynSlimModule(SEModule):
+    def __init__(self, cfg: DictConfig):
+        if cfg.slimmable.rule not in RULES:
+            raise ValueError(f"slimmable.rule={cfg.slimmable.rule!r}: choose from {', '.join(RULES)}")
+        super().__init__(build_model(cfg), DemucsLoss(cfg.loss.stft_weight), lr=cfg.optim.lr, dnsmos=cfg.metrics.dnsmos)
+        self.stage, self.rule = cfg.stage, cfg.slimmable.rule
+        self.factors = sorted(self.model.utilization_factors)
+
+    def training_factors(self) -> list[float]:
+        """The UFs one static-stage step trains, by the configured rule (torch's seeded RNG)."""
+        pick = lambda options: options[int(torch.randint(len(options), ()))]  # noqa: E731
+        if self.rule == "all":
+            return self.factors
+        if self.rule == "random":
+            return [pick(self.factors)]
+        middle = self.factors[1:-1]
+        return [self.factors[-1], self.factors[0], *([pick(middle)] if middle else [])]
+
+    def training_step(self, batch, batch_idx):
+        noisy, clean, _ = batch
+        if self.stage == "static":
+            loss = torch.stack([self.loss_fn(self.model(noisy, uf=uf), clean) for uf in self.training_factors()]).mean()
+        else:
+            loss = self.loss_fn(self.model(noisy), clean)
+        self.log("train/loss", loss, prog_bar=True, batch_size=noisy.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        # Router pre-training: the backbone stays as the static stage left it.
+        params = self.model.router.parameters() if self.stage == "router" else self.model.parameters()
+        return torch.optim.Adam(params, lr=self.lr)
+
+
+def callbacks(cfg: DictConfig) -> list:
+    if cfg.stage == "static":
+        return []
+    r = cfg.router
+    return [UtilizationLoss(target=r.target, weight=r.beta, balance_weight=r.gamma,
+                            temperature=tuple(r.temperature), temperature_steps=r.temperature_steps)]
+
+
+def operating_points(cfg: DictConfig) -> dict[str, dict]:
+    """Static stage: test and export every UF (one weight file serves them all)."""
+    if cfg.stage != "static":
+        return {}
+    return {f"uf{uf:g}": {"uf": uf} for uf in cfg.model.utilization_factors}
