@@ -150,9 +150,8 @@ class QuantLSTMLayer(nn.Module):
             rows = torch.nonzero(u[:, 0] > 0).flatten()
             if rows.numel():
                 h_rows, c_rows = self.cell(x[rows, t] @ w_ih.T + bias + h[rows] @ w_hh.T, c[rows])
-                h, c, delta = h.clone(), c.clone(), delta.clone()
-                h[rows], c[rows] = h_rows, c_rows
-                delta[rows] = self.skip(c_rows)
+                h, c = h.index_copy(0, rows, h_rows), c.index_copy(0, rows, c_rows)
+                delta = delta.index_copy(0, rows, self.skip(c_rows))
                 executed += rows.numel()
             update_prob = u * delta + (1 - u) * (update_prob + torch.minimum(delta, 1 - update_prob))
             updates.append(u)
