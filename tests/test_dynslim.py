@@ -63,3 +63,38 @@ def test_dynamic_model_counts_what_ran(k):
     assert torch.allclose(model(x), dynamic_out, atol=1e-5)
     assert executed == count_macs(model, x) + routed
     assert float(model.router.last_utilization) == model.utilization_factors[k]
+
+
+def test_routed_inference_computes_only_each_frames_width_and_matches_the_masks():
+    from sezoo.metrics.cost import count_macs
+
+    torch.manual_seed(0)
+    model = SlimmableDemucs(hidden=8, depth=3, router=True).eval()
+    with torch.no_grad():  # a router that changes its choice within the utterance
+        model.router.head.weight.normal_(0.0, 3.0)
+    x = torch.randn(2, 8192)
+    routed, routed_macs = model(x), count_macs(model, x)
+    choices = model.router.last_choice
+    assert len(choices.argmax(-1).unique()) >= 3  # several UFs in use
+    model.routed_inference = False  # the training-time computation: full width, masked
+    assert torch.allclose(model(x), routed, atol=1e-5)
+    assert count_macs(model, x) == routed_macs
+    # What ran is cheaper than the full width by exactly the skipped filters of each frame.
+    model.set_operating_point(1.0)
+    full = count_macs(model, x) + choices.shape[0] * choices.shape[1] * model.router.macs_per_frame
+    assert routed_macs < full
+
+
+def test_routed_blocks_count_the_matrix_products_they_ran():
+    from sezoo.models.demucs import DecoderBlock, EncoderBlock
+
+    torch.manual_seed(0)
+    encoder, decoder = EncoderBlock(4, 8, 8, 4), DecoderBlock(8, 4, 8, 4, activate=True)
+    x = torch.randn(2, 4, 8 + 4 * 9)  # 10 encoder frames
+    widths = torch.tensor([[1, 1, 2, 4, 8, 8, 2, 1, 4, 8], [8] * 10])
+    y, macs = encoder.routed(x, widths)
+    assert y.shape == (2, 8, 10) and macs == int(widths.sum()) * (4 * 8 + 16)
+    assert torch.allclose(y[1:], encoder(x[1:], uf=1.0), atol=1e-6)
+    z, macs = decoder.routed(y, widths)
+    assert z.shape == (2, 4, 9 * 4 + 8) and macs == int(widths.sum()) * (2 * 8 + 4 * 8)
+    assert torch.allclose(z[1:], decoder(y[1:], uf=1.0), atol=1e-6)

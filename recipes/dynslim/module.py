@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
 
 from sezoo.callbacks import UtilizationLoss
 from sezoo.export import load_exported
 from sezoo.losses import DemucsLoss
+from sezoo.metrics.quality import pesq_wb
 from sezoo.models import SlimmableDemucs
 from sezoo.training import SEModule
 
@@ -56,6 +58,23 @@ class DynSlimModule(SEModule):
             loss = self.loss_fn(self.model(noisy), clean)
         self.log("train/loss", loss, prog_bar=True, batch_size=noisy.shape[0])
         return loss
+
+    def validation_step(self, batch, batch_idx):
+        """Static stage: every UF is validated, ``val/loss`` (the checkpoint's monitor) is their mean,
+        and ``val/<metric>_uf<UF>`` compare the slimming rules; ``val/<metric>`` stays the full width."""
+        if self.stage != "static":
+            return super().validation_step(batch, batch_idx)
+        noisy, clean, _ = batch
+        losses = []
+        for uf in self.factors:
+            estimate = self.model(noisy, uf=uf)
+            losses.append(self.compute_loss(estimate, clean, noisy))
+            if uf == self.factors[-1]:
+                self._score("val", "output", estimate, clean)
+            estimate, reference = estimate[0].detach().cpu(), clean[0].cpu()
+            self.log(f"val/pesq_wb_uf{uf:g}", pesq_wb(estimate, reference, self.sample_rate), batch_size=1)
+            self.log(f"val/si_sdr_uf{uf:g}", scale_invariant_signal_distortion_ratio(estimate, reference), batch_size=1)
+        self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=1)
 
     def configure_optimizers(self):
         # Router pre-training: the backbone stays as the static stage left it.

@@ -60,17 +60,30 @@ def slim_width(channels: int, uf: float) -> int:
 
 class WidthMask:
     """Per-frame widths for one block: the router's one-hot choices [B, R, K] upsampled (nearest) to
-    the block's ``frames`` and turned into a nested channel mask [B, hidden, frames]."""
+    the block's ``frames``. Training multiplies the full-width activations by the nested channel mask
+    (``apply``; straight-through, so gradients reach the router); evaluation gives each frame's width
+    (``widths``) to the blocks' ``routed`` executors, which compute only those filters."""
 
     def __init__(self, choice: torch.Tensor, factors: tuple[float, ...], hidden: int, frames: int):
-        widths = torch.tensor([slim_width(hidden, f) for f in factors], device=choice.device)
-        keep = (torch.arange(hidden, device=choice.device)[:, None] < widths).to(choice.dtype)  # [hidden, K]
-        per_frame = F.interpolate(choice.transpose(1, 2), size=frames, mode="nearest")  # [B, K, frames]
-        self.mask = torch.einsum("ck,bkt->bct", keep, per_frame)  # straight-through: gradients reach the router
-        self.channel_frames = int(self.mask.detach().sum())  # computed (channel, frame) pairs
+        self.hidden = hidden
+        self.per_frame = F.interpolate(choice.transpose(1, 2), size=frames, mode="nearest")  # [B, K, frames]
+        self.table = torch.tensor([slim_width(hidden, f) for f in factors], device=choice.device)
+
+    @property
+    def widths(self) -> torch.Tensor:
+        """[B, frames]: how many leading filters each frame computes."""
+        return self.table[self.per_frame.argmax(1)]
 
     def apply(self, h: torch.Tensor) -> torch.Tensor:
-        return h * self.mask[..., : h.shape[-1]]
+        keep = (torch.arange(self.hidden, device=h.device)[:, None] < self.table).to(h.dtype)  # [hidden, K]
+        return h * torch.einsum("ck,bkt->bct", keep, self.per_frame)[..., : h.shape[-1]]
+
+
+def _frames_by_width(widths: torch.Tensor):
+    """(width, indices of the flattened [B * frames] positions that compute that many filters)."""
+    flat = widths.reshape(-1)
+    for width in flat.unique().tolist():
+        yield width, (flat == width).nonzero().squeeze(1)
 
 
 class EncoderBlock(nn.Module):
@@ -88,12 +101,27 @@ class EncoderBlock(nn.Module):
         return self.conv.in_channels * self.conv.kernel_size[0] + self.pointwise.out_channels
 
     def forward(self, x: torch.Tensor, uf: float = 1.0, widths: WidthMask | None = None) -> torch.Tensor:
-        if widths is not None:  # dynamic: full width, hidden filters beyond each frame's width zeroed
+        if widths is not None:  # dynamic training: full width, hidden filters beyond each frame's width zeroed
             h = widths.apply(F.relu(self.conv(x)))
             return F.glu(self.pointwise(h), dim=1)
         n = slim_width(self.hidden, uf)
         h = F.relu(F.conv1d(x, self.conv.weight[:n], self.conv.bias[:n], self.stride))
         return F.glu(F.conv1d(h, self.pointwise.weight[:, :n], self.pointwise.bias), dim=1)
+
+    def routed(self, x: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Each output frame computes only its own ``widths[b, t]`` leading filters: the frames that
+        share a width are gathered (their input windows) and run through the sliced weights together.
+        Returns the output [B, hidden, frames] and the MACs of the matrix products that ran."""
+        batch, frames = widths.shape
+        windows = x.unfold(-1, self.conv.kernel_size[0], self.stride)[:, :, :frames]  # [B, chin, frames, k]
+        windows = windows.permute(0, 2, 1, 3).reshape(batch * frames, -1)
+        out = x.new_zeros(batch * frames, self.hidden)
+        macs = 0
+        for n, at in _frames_by_width(widths):
+            h = F.relu(torch.addmm(self.conv.bias[:n], windows[at], self.conv.weight[:n].flatten(1).t()))
+            out[at] = F.glu(torch.addmm(self.pointwise.bias, h, self.pointwise.weight[:, :n, 0].t()), dim=-1)
+            macs += len(at) * n * (windows.shape[1] + self.pointwise.out_channels)
+        return out.view(batch, frames, self.hidden).transpose(1, 2), macs
 
 
 class DecoderBlock(nn.Module):
@@ -120,6 +148,26 @@ class DecoderBlock(nn.Module):
         gated = F.glu(F.conv1d(x, torch.cat([w[:n], w[h:h + n]]), torch.cat([b[:n], b[h:h + n]])), dim=1)
         y = F.conv_transpose1d(gated, self.deconv.weight[:n], self.deconv.bias, self.stride)
         return F.relu(y) if self.activate else y
+
+    def routed(self, x: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Each input frame computes only its own ``widths[b, t]`` leading rows of each GLU half and
+        their transposed-convolution filters; the frames' contributions are overlap-added (``fold``).
+        Returns the output [B, chout, (frames - 1) * stride + k] and the MACs of the products that ran."""
+        batch, hidden, frames = x.shape
+        chout, k = self.deconv.out_channels, self.deconv.kernel_size[0]
+        inputs = x.transpose(1, 2).reshape(batch * frames, hidden)
+        w, b = self.pointwise.weight[..., 0], self.pointwise.bias
+        contributions = x.new_zeros(batch * frames, chout * k)
+        macs = 0
+        for n, at in _frames_by_width(widths):
+            rows = torch.cat([torch.arange(n), torch.arange(hidden, hidden + n)]).to(x.device)
+            gated = F.glu(torch.addmm(b[rows], inputs[at], w[rows].t()), dim=-1)  # [frames at n, n]
+            contributions[at] = gated @ self.deconv.weight[:n].flatten(1)
+            macs += len(at) * n * (2 * hidden + chout * k)
+        contributions = contributions.view(batch, frames, chout * k).transpose(1, 2)
+        y = F.fold(contributions, (1, (frames - 1) * self.stride + k), (1, k), stride=(1, self.stride))
+        y = y[:, :, 0] + self.deconv.bias[:, None]
+        return (F.relu(y) if self.activate else y), macs
 
 
 class GroupedGRU(nn.Module):
@@ -170,6 +218,7 @@ class SlimmableDemucs(SEModel):
         # One router frame per bottleneck frame (256 input samples at the defaults).
         self.router = GumbelRouter(self.utilization_factors, self.hop_samples, router_channels) if router else None
         self.dynamic = router
+        self.routed_inference = True  # False: evaluate with the training-time masks (for comparison)
 
     def set_operating_point(self, uf: float | None = None, dynamic: bool = False) -> None:
         """A static operating point (every block at ``uf``, one of the trained factors), or
@@ -190,6 +239,17 @@ class SlimmableDemucs(SEModel):
     @property
     def hop_samples(self) -> int:
         return self.stride ** self.depth // self.resample  # input samples per bottleneck frame
+
+    def _run_dynamic(self, block: nn.Module, x: torch.Tensor, widths: WidthMask, macs: list[int]) -> torch.Tensor:
+        """Training: the masked full-width block (differentiable). Evaluation (``routed_inference``):
+        the routed executor, which computes only each frame's width. Both add the MACs of the widths
+        that the frames were given."""
+        if self.training or not self.routed_inference:
+            macs.append(int(widths.widths.sum()) * block.macs_per_channel)
+            return block(x, widths=widths)
+        x, ran = block.routed(x, widths.widths)
+        macs.append(ran)
+        return x
 
     def valid_length(self, length: int) -> int:
         """The nearest input length >= ``length`` that the strided convolutions cover exactly."""
@@ -217,22 +277,21 @@ class SlimmableDemucs(SEModel):
             x = upsample2(x, self.resample_kernel)
         skips = []
         for block in self.encoder:
-            widths = None
             if dynamic:
                 widths = WidthMask(choice, self.utilization_factors, block.hidden,
                                    (x.shape[-1] - self.kernel_size) // self.stride + 1)
-                macs.append(widths.channel_frames * block.macs_per_channel)
-            x = block(x, uf, widths)
+                x = self._run_dynamic(block, x, widths, macs)
+            else:
+                x = block(x, uf)
             skips.append(x)
         macs.append(x.shape[0] * x.shape[-1] * self.bottleneck.macs_per_frame)
         x = self.bottleneck(x)
         for block in self.decoder:
             x = x + skips.pop()[..., : x.shape[-1]]
-            widths = None
             if dynamic:
-                widths = WidthMask(choice, self.utilization_factors, block.hidden, x.shape[-1])
-                macs.append(widths.channel_frames * block.macs_per_channel)
-            x = block(x, uf, widths)
+                x = self._run_dynamic(block, x, WidthMask(choice, self.utilization_factors, block.hidden, x.shape[-1]), macs)
+            else:
+                x = block(x, uf)
         for _ in range(self.resample // 2):
             macs.append(x.shape[0] * (x.shape[-1] // 2 + x.shape[-1] % 2 + 1) * self.resample_kernel.shape[-1])
             x = downsample2(x, self.resample_kernel)
