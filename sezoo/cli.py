@@ -99,9 +99,13 @@ def _zoo_publish(args) -> None:
 
 
 def _report(args) -> None:
-    from sezoo.report import markdown_table
+    from sezoo.report import load_results, markdown_table, plot_pareto
 
     print(markdown_table(args.runs, args.baseline))
+    if args.pareto:
+        points = [(r["cost"]["macs_per_second"] / 1e6, r["metrics"]["pesq_wb"], Path(run).name)
+                  for run, r in ((run, load_results(run)) for run in args.runs)]
+        print(f"Pareto plot: {plot_pareto({'PESQ-WB against cost': {'runs': points}}, args.pareto)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="a markdown results table from run folders")
     rep.add_argument("runs", nargs="+", help="run folders (each with results.json)")
     rep.add_argument("--baseline", help="a run folder to compare MACs and PESQ-WB against")
+    rep.add_argument("--pareto", metavar="PNG", help="also plot PESQ-WB against MMAC/s executed here")
     rep.set_defaults(func=_report)
 
     zoo = sub.add_parser("zoo", help="pretrained models: list, info, download, publish").add_subparsers(

@@ -36,3 +36,35 @@ def markdown_table(runs: list[str | Path], baseline: str | Path | None = None) -
             line += f" {100 * mac_change:+.1f}% | {100 * pesq_change:+.2f}% |"
         lines.append(line)
     return "\n".join(lines)
+
+
+Point = tuple[float, float, str]  # (cost, quality, label)
+
+
+def plot_pareto(panels: dict[str, dict[str, list[Point]]], path: str | Path,
+                x_label: str = "MMAC/s executed", y_label: str = "PESQ-WB") -> Path:
+    """Quality against cost as a PNG: one panel per title, in each one marked line per series (its
+    points joined in cost order, each labelled). Panels do not share axes: results on different data
+    (ours, a paper's) sit side by side without being compared point for point."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    markers = "osD^v<>"
+    for ax, (title, series) in zip(axes[0], panels.items()):
+        for index, (name, points) in enumerate(series.items()):
+            points = sorted(points)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=markers[index % len(markers)],
+                    linestyle="-" if len(points) > 1 else "none", label=name)
+            for cost, value, label in points:
+                ax.annotate(label, (cost, value), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.set(title=title, xlabel=x_label, ylabel=y_label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -98,3 +98,16 @@ def test_routed_blocks_count_the_matrix_products_they_ran():
     z, macs = decoder.routed(y, widths)
     assert z.shape == (2, 4, 9 * 4 + 8) and macs == int(widths.sum()) * (2 * 8 + 4 * 8)
     assert torch.allclose(z[1:], decoder(y[1:], uf=1.0), atol=1e-6)
+
+
+def test_dynamic_upper_bound_is_every_frame_at_full_width():
+    from sezoo.metrics.cost import count_macs
+
+    torch.manual_seed(0)
+    model = SlimmableDemucs(hidden=8, depth=3, router=True).eval()
+    x = torch.randn(1, 4096)
+    bound = count_macs(model, x, executed=False)
+    frames = model.router.last_choice.shape[1]  # of the normalised, padded input
+    model.set_operating_point(1.0)
+    router_convs = frames * (model.router.macs_per_frame - 3 * model.router.conv.out_channels)  # not the diagonal recurrence
+    assert bound == count_macs(model, x) + router_convs

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sezoo.metrics.cost import ledger_active, report_macs
+from sezoo.metrics.cost import counting_upper_bound, ledger_active, report_macs
 from sezoo.models._base import SEModel
 from sezoo.models._registry import register_model
 from sezoo.nn.router import GumbelRouter
@@ -76,7 +76,9 @@ class WidthMask:
 
     def apply(self, h: torch.Tensor) -> torch.Tensor:
         keep = (torch.arange(self.hidden, device=h.device)[:, None] < self.table).to(h.dtype)  # [hidden, K]
-        return h * torch.einsum("ck,bkt->bct", keep, self.per_frame)[..., : h.shape[-1]]
+        # A sum of K products rather than einsum: it is bookkeeping, and the FLOP counter must not count it.
+        mask = (keep[None, :, :, None] * self.per_frame[:, None]).sum(2)  # [B, hidden, frames]
+        return h * mask[..., : h.shape[-1]]
 
 
 def _frames_by_width(widths: torch.Tensor):
@@ -243,8 +245,9 @@ class SlimmableDemucs(SEModel):
     def _run_dynamic(self, block: nn.Module, x: torch.Tensor, widths: WidthMask, macs: list[int]) -> torch.Tensor:
         """Training: the masked full-width block (differentiable). Evaluation (``routed_inference``):
         the routed executor, which computes only each frame's width. Both add the MACs of the widths
-        that the frames were given."""
-        if self.training or not self.routed_inference:
+        that the frames were given. Counting the upper bound (``count_macs(executed=False)``) takes the
+        masked path too, so that the FLOP counter sees every filter."""
+        if self.training or not self.routed_inference or counting_upper_bound():
             macs.append(int(widths.widths.sum()) * block.macs_per_channel)
             return block(x, widths=widths)
         x, ran = block.routed(x, widths.widths)

@@ -1,0 +1,192 @@
+"""The adaptive-slimming results from run folders: the README tables, the Pareto plot, and mean UF per
+test utterance against its input SNR (README rows are never typed by hand).
+
+``python recipes/dynslim/report.py --static runs/dynslim/mini-static-sandwich
+--dynamic runs/dynslim/mini-dyn0.10 runs/dynslim/mini-dyn0.25 runs/dynslim/mini-dyn0.50
+--rules runs/dynslim/mini-static-random runs/dynslim/mini-static-sandwich runs/dynslim/mini-static-all
+--figures recipes/dynslim``
+
+MACs per sample = the measured MAC rate / 16,000: the static closed form for static operating points,
+what ran (router included) on the test audio for dynamic models.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch  # noqa: E402
+
+from sezoo.data.audio import pair_folders, read_audio  # noqa: E402
+from sezoo.data.datamodule import data_root  # noqa: E402
+from sezoo.export import load_exported  # noqa: E402
+from sezoo.report import load_results, plot_pareto  # noqa: E402
+
+# The paper's VB-DEMAND test results (Table 1): UF -> (PESQ-WB, MACs per sample) for the static
+# backbone, target -> (PESQ-WB, mean UF) for joint training.
+PAPER_STATIC = {0.125: (2.86, 8_944), 0.25: (2.96, 15_664), 0.5: (3.00, 29_104), 1.0: (3.01, 55_985)}
+PAPER_DYNAMIC = {0.10: (2.96, 0.18), 0.25: (2.96, 0.29), 0.50: (3.03, 0.54)}
+
+
+def paper_macs(uf: float) -> int:
+    """The paper's MACs per sample at a mean UF: its static closed form (router not included)."""
+    return round(53_760 * uf + 2_224)
+
+
+def macs_per_sample(results: dict) -> float:
+    return results["cost"]["macs_per_second"] / 16_000
+
+
+def static_points(static_run: Path) -> list[tuple[float, Path]]:
+    folders = sorted(static_run.glob("uf*/results.json"))
+    if not folders:
+        raise FileNotFoundError(f"{static_run}: no uf*/results.json; is it a finished stage=static run?")
+    return sorted((load_results(f.parent)["operating_point"]["uf"], f.parent) for f in folders)
+
+
+def target_of(run: Path) -> float:
+    return float(_config(run)["router"]["target"])
+
+
+def _config(run: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(run / "config.yaml"), resolve=True)
+
+
+def rule_table(rule_runs: list[Path]) -> str:
+    """Validation after the first epoch (same steps for every rule): PESQ-WB at each UF and the loss."""
+    lines = ["| rule | UFs per step | val PESQ-WB UF .125 | .25 | .5 | 1 | mean | val loss (mean over UFs) |",
+             "|---|---|---|---|---|---|---|---|"]
+    per_step = {"all": "4", "sandwich": "3 (1, 0.125, one of 0.25 / 0.5)", "random": "1"}
+    for run in rule_runs:
+        rows = [r for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r.get("val/pesq_wb_uf1")]
+        if not rows:
+            raise FileNotFoundError(f"{run}/logs/metrics.csv: no validation row with val/pesq_wb_uf1")
+        first = rows[0]
+        pesq = [float(first[f"val/pesq_wb_uf{uf:g}"]) for uf in (0.125, 0.25, 0.5, 1.0)]
+        rule = _config(run)["slimmable"]["rule"]
+        lines.append(f"| {rule} | {per_step[rule]} | " + " | ".join(f"{p:.3f}" for p in pesq)
+                     + f" | {sum(pesq) / 4:.3f} | {float(first['val/loss']):.4f} |")
+    return "\n".join(lines)
+
+
+def results_table(static_run: Path, dynamic_runs: list[Path]) -> tuple[str, dict]:
+    head = ("| model | PESQ-WB | STOI | SI-SDR (dB) | MACs/sample | mean UF | params | deployable bytes | "
+            "paper PESQ-WB | paper MACs/sample | paper mean UF |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
+    static = static_points(static_run)
+    first = load_results(static[0][1])
+    i = first["input_metrics"]
+    lines.append(f"| noisy input | {i['pesq_wb']:.3f} | {i['stoi']:.3f} | {i['si_sdr']:.2f} |" + " |" * 7)
+    measured = {}
+
+    def row(name: str, r: dict, uf: str, paper: tuple) -> None:
+        m, c = r["metrics"], r["cost"]
+        lines.append(f"| {name} | {m['pesq_wb']:.3f} | {m['stoi']:.3f} | {m['si_sdr']:.2f} | {macs_per_sample(r):,.0f} | "
+                     f"{uf} | {c['params']:,} | {c['model_bytes']:,} | " + " | ".join(paper) + " |")
+
+    for uf, folder in static:
+        r = load_results(folder)
+        measured[f"static {uf:g}"] = r
+        pesq, macs = PAPER_STATIC.get(uf, (math.nan, math.nan))
+        row(f"static UF {uf:g}", r, f"{uf:g} (static)", (f"{pesq:.2f}", f"{macs:,}", f"{uf:g}"))
+    for run in dynamic_runs:
+        r, target = load_results(run), target_of(run)
+        measured[f"dynamic {target:.2f}"] = r
+        pesq, util = PAPER_DYNAMIC.get(round(target, 2), (math.nan, math.nan))
+        row(f"dynamic, target {target:.2f}", r, f"{r['utilization']['mean']:.3f}",
+            (f"{pesq:.2f}", f"{paper_macs(util):,} (derived)", f"{util:.2f}"))
+    lines += ["", "Commands (each row's run):", f"- static: `{first['command']}`"]
+    lines += [f"- dynamic {target_of(run):.2f}: `{load_results(run)['command']}`" for run in dynamic_runs]
+    return "\n".join(lines), measured
+
+
+def bar_check(measured: dict) -> str:
+    """The paper's claim on our data: target 0.10 at least the PESQ-WB of static UF 0.25, >= 29% fewer MACs."""
+    if "dynamic 0.10" not in measured or "static 0.25" not in measured:
+        return "Bar: needs the static UF 0.25 point and the dynamic target 0.10 model."
+    dyn, ref = measured["dynamic 0.10"], measured["static 0.25"]
+    saving = 1 - macs_per_sample(dyn) / macs_per_sample(ref)
+    gap = dyn["metrics"]["pesq_wb"] - ref["metrics"]["pesq_wb"]
+    met = gap >= 0 and saving >= 0.29
+    return (f"Bar (target 0.10 against static UF 0.25): PESQ-WB {gap:+.3f}, MACs/sample {-100 * saving:+.1f}% "
+            f"-> {'met' if met else 'not met'} (paper: PESQ-WB +0.00 at 29% fewer MACs).")
+
+
+def pareto(static_run: Path, measured: dict, path: Path) -> Path:
+    ours = {"static UFs": [(macs_per_sample(r), r["metrics"]["pesq_wb"], k.split()[1])
+                           for k, r in measured.items() if k.startswith("static")],
+            "dynamic (router)": [(macs_per_sample(r), r["metrics"]["pesq_wb"],
+                                  f"{k.split()[1]} (UF {r['utilization']['mean']:.2f})")
+                                 for k, r in measured.items() if k.startswith("dynamic")]}
+    paper = {"static UFs": [(m, p, f"{uf:g}") for uf, (p, m) in PAPER_STATIC.items()],
+             "dynamic (router)": [(paper_macs(u), p, f"{t:.2f} (UF {u:.2f})") for t, (p, u) in PAPER_DYNAMIC.items()]}
+    return plot_pareto({f"ours ({load_results(static_run)['data']} test)": ours, "paper (VB-DEMAND test)": paper},
+                       path, x_label="MACs per input sample")
+
+
+def utilization_against_snr(dynamic_runs: list[Path], noisy_dir: Path, clean_dir: Path, path: Path) -> str:
+    """Each test utterance's mean UF (what the router chose over its frames) against its input SNR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import pearsonr, spearmanr
+
+    pairs = pair_folders(noisy_dir, clean_dir)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    lines = ["| model | utterances | Pearson r (mean UF, input SNR) | Spearman rho | mean UF at the lowest / highest SNR third |",
+             "|---|---|---|---|---|"]
+    for run in dynamic_runs:
+        model = load_exported(run).eval()
+        snr, util = [], []
+        with torch.no_grad():
+            for noisy_path, clean_path in pairs:
+                noisy, clean = read_audio(noisy_path, 16_000), read_audio(clean_path, 16_000)
+                model(noisy[None])
+                util.append(float(model.router.last_utilization))
+                snr.append(float(10 * torch.log10(clean.pow(2).sum() / (noisy - clean).pow(2).sum())))
+        order = sorted(range(len(snr)), key=snr.__getitem__)
+        third = len(order) // 3
+        low, high = (sum(util[i] for i in order[s]) / third for s in (slice(0, third), slice(-third, None)))
+        name = f"target {target_of(run):.2f}"
+        lines.append(f"| {name} | {len(snr)} | {pearsonr(snr, util)[0]:+.3f} | {spearmanr(snr, util)[0]:+.3f} | "
+                     f"{low:.3f} / {high:.3f} |")
+        ax.scatter(snr, util, s=10, alpha=0.7, label=name)
+    ax.set(xlabel="input SNR (dB)", ylabel="mean UF chosen", title="Router capacity per test utterance")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--static", required=True, type=Path, help="the stage=static run folder")
+    parser.add_argument("--dynamic", nargs="*", default=[], type=Path, help="stage=joint run folders")
+    parser.add_argument("--rules", nargs="*", default=[], type=Path, help="static runs of the slimming rules")
+    parser.add_argument("--figures", type=Path, help="write pareto.png and utilization_snr.png here")
+    parser.add_argument("--test", type=Path, help="test folder with noisy/ and clean/ (default: mini's)")
+    args = parser.parse_args(argv)
+    if args.rules:
+        print(rule_table(args.rules), end="\n\n")
+    table, measured = results_table(args.static, args.dynamic)
+    print(table, end="\n\n")
+    print(bar_check(measured), end="\n\n")
+    if args.figures:
+        print(f"Pareto plot: {pareto(args.static, measured, args.figures / 'pareto.png')}\n")
+        if args.dynamic:
+            test = args.test or data_root() / "mini" / "test"
+            print(utilization_against_snr(args.dynamic, test / "noisy", test / "clean",
+                                          args.figures / "utilization_snr.png"))
+
+
+if __name__ == "__main__":
+    main()
