@@ -59,14 +59,18 @@ def slim_width(channels: int, uf: float) -> int:
 
 
 class WidthMask:
-    """Per-frame widths for one block: the router's one-hot choices [B, R, K] upsampled (nearest) to
-    the block's ``frames``. Training multiplies the full-width activations by the nested channel mask
-    (``apply``; straight-through, so gradients reach the router); evaluation gives each frame's width
-    (``widths``) to the blocks' ``routed`` executors, which compute only those filters."""
+    """Per-frame widths for one block: block frame ``j`` takes the router's choice for the router frame
+    that its first input sample falls in, ``j // frames_per_choice`` (causal and independent of the
+    utterance's length, so a streaming executor makes the same choice). Training multiplies the
+    full-width activations by the nested channel mask (``apply``; straight-through, so gradients reach
+    the router); evaluation gives each frame's width (``widths``) to the blocks' ``routed`` executors,
+    which compute only those filters."""
 
-    def __init__(self, choice: torch.Tensor, factors: tuple[float, ...], hidden: int, frames: int):
+    def __init__(self, choice: torch.Tensor, factors: tuple[float, ...], hidden: int, frames: int,
+                 frames_per_choice: int):
         self.hidden = hidden
-        self.per_frame = F.interpolate(choice.transpose(1, 2), size=frames, mode="nearest")  # [B, K, frames]
+        index = (torch.arange(frames, device=choice.device) // frames_per_choice).clamp(max=choice.shape[1] - 1)
+        self.per_frame = choice[:, index].transpose(1, 2)  # [B, K, frames]
         self.table = torch.tensor([slim_width(hidden, f) for f in factors], device=choice.device)
 
     @property
@@ -242,6 +246,10 @@ class SlimmableDemucs(SEModel):
     def hop_samples(self) -> int:
         return self.stride ** self.depth // self.resample  # input samples per bottleneck frame
 
+    def _frames_per_choice(self, level: int) -> int:
+        """Frames of the encoder output at ``level`` (0 = first block) per router frame."""
+        return self.stride ** (self.depth - 1 - level)
+
     def _run_dynamic(self, block: nn.Module, x: torch.Tensor, widths: WidthMask, macs: list[int]) -> torch.Tensor:
         """Training: the masked full-width block (differentiable). Evaluation (``routed_inference``):
         the routed executor, which computes only each frame's width. Both add the MACs of the widths
@@ -279,20 +287,21 @@ class SlimmableDemucs(SEModel):
             macs.append(x.shape[0] * (x.shape[-1] + 1) * self.resample_kernel.shape[-1])
             x = upsample2(x, self.resample_kernel)
         skips = []
-        for block in self.encoder:
+        for level, block in enumerate(self.encoder):
             if dynamic:
-                widths = WidthMask(choice, self.utilization_factors, block.hidden,
-                                   (x.shape[-1] - self.kernel_size) // self.stride + 1)
+                frames = (x.shape[-1] - self.kernel_size) // self.stride + 1
+                widths = WidthMask(choice, self.utilization_factors, block.hidden, frames, self._frames_per_choice(level))
                 x = self._run_dynamic(block, x, widths, macs)
             else:
                 x = block(x, uf)
             skips.append(x)
         macs.append(x.shape[0] * x.shape[-1] * self.bottleneck.macs_per_frame)
         x = self.bottleneck(x)
-        for block in self.decoder:
+        for level, block in zip(reversed(range(self.depth)), self.decoder):
             x = x + skips.pop()[..., : x.shape[-1]]
             if dynamic:
-                x = self._run_dynamic(block, x, WidthMask(choice, self.utilization_factors, block.hidden, x.shape[-1]), macs)
+                widths = WidthMask(choice, self.utilization_factors, block.hidden, x.shape[-1], self._frames_per_choice(level))
+                x = self._run_dynamic(block, x, widths, macs)
             else:
                 x = block(x, uf)
         for _ in range(self.resample // 2):
