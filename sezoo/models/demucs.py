@@ -159,6 +159,11 @@ class DecoderBlock(nn.Module):
         """Each input frame computes only its own ``widths[b, t]`` leading rows of each GLU half and
         their transposed-convolution filters; the frames' contributions are overlap-added (``fold``).
         Returns the output [B, chout, (frames - 1) * stride + k] and the MACs of the products that ran."""
+        y, macs = self.routed_overlap(x, widths)
+        return self.finish(y), macs
+
+    def routed_overlap(self, x: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``routed`` before the bias and activation: a streaming executor overlap-adds these across calls."""
         batch, hidden, frames = x.shape
         chout, k = self.deconv.out_channels, self.deconv.kernel_size[0]
         inputs = x.transpose(1, 2).reshape(batch * frames, hidden)
@@ -172,8 +177,11 @@ class DecoderBlock(nn.Module):
             macs += len(at) * n * (2 * hidden + chout * k)
         contributions = contributions.view(batch, frames, chout * k).transpose(1, 2)
         y = F.fold(contributions, (1, (frames - 1) * self.stride + k), (1, k), stride=(1, self.stride))
-        y = y[:, :, 0] + self.deconv.bias[:, None]
-        return (F.relu(y) if self.activate else y), macs
+        return y[:, :, 0], macs
+
+    def finish(self, y: torch.Tensor) -> torch.Tensor:
+        y = y + self.deconv.bias[:, None]
+        return F.relu(y) if self.activate else y
 
 
 class GroupedGRU(nn.Module):
@@ -190,10 +198,16 @@ class GroupedGRU(nn.Module):
     def macs_per_frame(self) -> int:
         return sum(3 * g.hidden_size * (g.input_size + g.hidden_size) * g.num_layers for g in self.grus)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: list[torch.Tensor] | None = None) -> torch.Tensor:
         """[B, C, T] -> [B, C, T]. (FlopCounterMode sees a CPU GRU's matrix products, unlike the LSTM's.)"""
+        return self.stream(x, state)[0]
+
+    def stream(self, x: torch.Tensor, state: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Like ``forward``, from and to each group's hidden state (None: zeros)."""
         chunks = x.transpose(1, 2).split(self.width, dim=-1)
-        return torch.cat([gru(c)[0] for gru, c in zip(self.grus, chunks)], dim=-1).transpose(1, 2)
+        states = state if state is not None else [None] * len(self.grus)
+        outputs = [gru(c, h) for gru, c, h in zip(self.grus, chunks, states)]
+        return torch.cat([y for y, _ in outputs], dim=-1).transpose(1, 2), [h for _, h in outputs]
 
 
 @register_model("slimdemucs")

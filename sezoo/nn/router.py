@@ -25,10 +25,11 @@ class DiagonalGRU(nn.Module):
         self.input = nn.Conv1d(channels, 3 * channels, 1)
         self.recurrent = nn.Parameter(torch.zeros(3, channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """From state ``h`` [B, C] (None: zeros); the last output step is the next state."""
         z_in, r_in, n_in = self.input(x).chunk(3, dim=1)
         u_z, u_r, u_n = self.recurrent
-        h = x.new_zeros(x.shape[0], x.shape[1])
+        h = x.new_zeros(x.shape[0], x.shape[1]) if h is None else h
         states = []
         for t in range(x.shape[-1]):
             z = torch.sigmoid(z_in[..., t] + u_z * h)
@@ -61,6 +62,11 @@ class GumbelRouter(nn.Module):
         """[B, T] -> [B, frames, K] with frames = ceil(T / frame)."""
         x = F.pad(waveform[:, None], (0, -waveform.shape[-1] % self.frame))
         return self.head(self.gru(F.relu(self.conv(x)))).transpose(1, 2)
+
+    def decide(self, frames: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Streaming: whole router frames [B, n * frame] -> (chosen indices [B, n], the GRU state)."""
+        hidden = self.gru(F.relu(self.conv(frames[:, None])), state)
+        return self.head(hidden).argmax(1), hidden[..., -1]
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """[B, T] -> one-hot choices [B, frames, K] (straight-through when training)."""
