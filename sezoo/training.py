@@ -41,6 +41,7 @@ class SEModule(L.LightningModule):
         if dnsmos and not dnsmos_available():
             raise RuntimeError("DNSMOS needs librosa, onnxruntime and speechmos (pip install -e .)")
         self.with_dnsmos = dnsmos
+        self._score_cache: dict[str, dict[str, float]] = {}
         test_keys = QUALITY_KEYS + (DNSMOS_KEYS if self.with_dnsmos else ())
         self.metrics = nn.ModuleDict({
             f"{split}_{who}_{key}": MeanMetric(nan_strategy="ignore")
@@ -61,10 +62,16 @@ class SEModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=noisy.shape[0])
         return loss
 
-    def _score(self, split: str, who: str, estimate: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
-        scores = quality(estimate[0], clean[0], self.sample_rate, with_dnsmos=self.with_dnsmos and split == "test")
-        for key, value in scores.items():
-            self.metrics[f"{split}_{who}_{key}"].update(torch.tensor(value, dtype=torch.float32))
+    def _score(self, split: str, who: str, estimate: torch.Tensor, clean: torch.Tensor, key: str | None = None) -> dict[str, float]:
+        """Quality of one utterance into the epoch means. ``key``: cache the scores under it (the noisy
+        input's scores are the same at every operating point a run tests)."""
+        scores = self._score_cache.get(key) if key else None
+        if scores is None:
+            scores = quality(estimate[0], clean[0], self.sample_rate, with_dnsmos=self.with_dnsmos and split == "test")
+            if key:
+                self._score_cache[key] = scores
+        for metric, value in scores.items():
+            self.metrics[f"{split}_{who}_{metric}"].update(torch.tensor(value, dtype=torch.float32))
         return scores
 
     def validation_step(self, batch, batch_idx):
@@ -74,9 +81,9 @@ class SEModule(L.LightningModule):
         self._score("val", "output", estimate, clean)
 
     def test_step(self, batch, batch_idx):
-        noisy, clean, _ = batch
+        noisy, clean, names = batch
         self._score("test", "output", self(noisy), clean)
-        self._score("test", "input", noisy, clean)
+        self._score("test", "input", noisy, clean, key=f"{names[0]}:{noisy.shape[-1]}")
 
     def _log_metrics(self, split: str) -> None:
         for name, metric in self.metrics.items():
