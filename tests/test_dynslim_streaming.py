@@ -21,11 +21,12 @@ def test_streaming_reproduces_the_offline_routed_forward_and_counts_what_ran(chu
     offline, offline_macs = model(x), count_macs(model, x)
     assert len(model.router.last_choice.argmax(-1).unique()) >= 3
     std = x.std(dim=-1, keepdim=True)  # the offline forward's input scale
-    streamed, macs = stream_enhance(model, x, chunk=chunk, scale=std)
+    streamed, streamer = stream_enhance(model, x, chunk=chunk, scale=std)
     assert streamed.shape == x.shape
     assert torch.allclose(streamed, offline, atol=1e-5)
     # The offline resamplers' convolutions compute one sample more than they keep, per stage and row.
-    assert macs == offline_macs - 2 * x.shape[0] * 112 * (model.resample // 2)
+    assert streamer.total_macs == offline_macs - 2 * x.shape[0] * 112 * (model.resample // 2)
+    assert streamer.mean_utilization == pytest.approx(float(model.router.last_utilization))
 
 
 def test_streaming_a_static_operating_point_matches_it_and_lags_by_the_lookahead():

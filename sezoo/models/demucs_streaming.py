@@ -210,15 +210,22 @@ class SlimStreamer:
 
     @property
     def total_macs(self) -> int:
+        """The multiply-accumulates that ran so far, router and resamplers included."""
         return self.macs + sum(r.macs for r in self.upsamplers + self.downsamplers)
+
+    @property
+    def mean_utilization(self) -> float:
+        """The mean UF of the hops so far (what the router chose, or the static operating point)."""
+        factors = torch.tensor(self.model.utilization_factors)
+        return float(factors[self.choices].mean()) if self.choices.numel() else float("nan")
 
 
 def stream_enhance(model: SlimmableDemucs, waveform: torch.Tensor, chunk: int | None = None,
-                   scale: float | torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+                   scale: float | torch.Tensor | None = None) -> tuple[torch.Tensor, SlimStreamer]:
     """Enhance [B, T] by streaming it ``chunk`` samples at a time (default: one hop); returns the
-    enhanced [B, T] and the MACs that ran."""
+    enhanced [B, T] and the streamer (``total_macs``, ``mean_utilization``)."""
     streamer = SlimStreamer(model, waveform.shape[0], scale)
     chunk = chunk or model.hop_samples
     pieces = [streamer.push(waveform[:, start : start + chunk]) for start in range(0, waveform.shape[-1], chunk)]
     pieces.append(streamer.flush())
-    return torch.cat(pieces, dim=-1), streamer.total_macs
+    return torch.cat(pieces, dim=-1), streamer
