@@ -54,6 +54,17 @@ def downsample2(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return (even + F.conv1d(odd.reshape(-1, 1, time), kernel, padding=zeros)[..., :-1].view(*other, time)) * 0.5
 
 
+def _rescale_conv(conv: nn.Module, reference: float) -> None:
+    """DEMUCS' initialisation (denoiser's ``rescale_conv``): divide weight and bias by
+    sqrt(std(weight) / reference), so the untrained network starts near a small output and training
+    converges in far fewer steps."""
+    with torch.no_grad():
+        scale = (conv.weight.std() / reference) ** 0.5
+        conv.weight /= scale
+        if conv.bias is not None:
+            conv.bias /= scale
+
+
 def slim_width(channels: int, uf: float) -> int:
     return math.ceil(channels * uf)
 
@@ -215,14 +226,15 @@ class SlimmableDemucs(SEModel):
     def __init__(self, hidden: int = 32, depth: int = 5, kernel_size: int = 8, stride: int = 4, resample: int = 4,
                  growth: int = 2, gru_groups: int = 8, gru_layers: int = 2, floor: float = 1e-3,
                  normalize: bool = True, utilization_factors: tuple[float, ...] = UTILIZATION_FACTORS,
-                 router: bool = False, router_channels: int = 32, sample_rate: int = 16000):
+                 router: bool = False, router_channels: int = 32, rescale: float = 0.1, sample_rate: int = 16000):
         super().__init__()
         if resample not in (1, 2, 4):
             raise ValueError(f"resample={resample}: choose 1, 2 or 4")
         self.kwargs = {"hidden": hidden, "depth": depth, "kernel_size": kernel_size, "stride": stride,
                        "resample": resample, "growth": growth, "gru_groups": gru_groups, "gru_layers": gru_layers,
                        "floor": floor, "normalize": normalize, "utilization_factors": list(utilization_factors),
-                       "router": router, "router_channels": router_channels, "sample_rate": sample_rate}
+                       "router": router, "router_channels": router_channels, "rescale": rescale,
+                       "sample_rate": sample_rate}
         self.sample_rate, self.depth, self.kernel_size, self.stride = sample_rate, depth, kernel_size, stride
         self.resample, self.floor, self.normalize = resample, floor, normalize
         self.utilization_factors = tuple(utilization_factors)
@@ -234,6 +246,10 @@ class SlimmableDemucs(SEModel):
             self.decoder.insert(0, DecoderBlock(width, chin, kernel_size, stride, activate=index > 0))
             chin, width = width, width * growth
         self.bottleneck = GroupedGRU(chin, gru_groups, gru_layers)
+        if rescale:
+            for module in [*self.encoder.modules(), *self.decoder.modules()]:
+                if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
+                    _rescale_conv(module, rescale)
         self.register_buffer("resample_kernel", _sinc_kernel(), persistent=False)
         # One router frame per bottleneck frame (256 input samples at the defaults).
         self.router = GumbelRouter(self.utilization_factors, self.hop_samples, router_channels) if router else None
