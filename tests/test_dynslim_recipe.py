@@ -3,6 +3,7 @@ joint router training with the utilization callback."""
 import json
 
 import pytest
+import torch
 
 from sezoo.export import load_exported
 
@@ -29,5 +30,12 @@ def test_static_then_joint(tiny_corpus, tmp_path):
     joint = recipe.main([*common, "run.name=joint", "stage=joint", f"init_from={static}", "router.target=0.1"])
     assert 0.125 <= joint["utilization"]["mean"] <= 1.0
     assert joint["cost"]["macs_per_second"] <= joint["cost"]["max_macs_per_second"] * 1.05
+    # Router pre-training leaves the backbone as the static stage made it; joint fine-tuning follows it.
+    recipe.main([*common, "run.name=pre", "variant=pretrain", f"init_from={static}"])
+    before, after = load_exported(static).state_dict(), load_exported(tmp_path / "dynslim" / "pre").state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(k.startswith("router.") for k in after)
+    tuned = recipe.main([*common, "run.name=ft", "variant=finetune", f"init_from={tmp_path / 'dynslim' / 'pre'}"])
+    assert "utilization" in tuned
     with pytest.raises(FileNotFoundError, match="init_from"):
         recipe.main([*common, "stage=router"])
