@@ -121,6 +121,9 @@ def run_folder(cfg: DictConfig, recipe: str) -> Path:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = ()) -> L.Trainer:
+    metrics = run_dir / "logs" / "metrics.csv"
+    if cfg.run.resume and metrics.exists():  # Lightning's CSV logger deletes it: keep the earlier rows
+        metrics.rename(metrics.with_name(f"metrics.{len(list(metrics.parent.glob('metrics.*.csv')))}.csv"))
     loggers = [CSVLogger(str(run_dir), name="logs", version="")]
     if cfg.logger.wandb:
         offline = not _wandb_logged_in()  # never prompt: offline unless the user is logged in
@@ -185,7 +188,8 @@ def _test_and_export(trainer: L.Trainer, module: SEModule, datamodule, best: str
         "recipe": recipe,
         "run": folder.name,
         "checkpoint": best,
-        "n_test_files": len(datamodule.datasets["test"]),
+        # What was tested: limit_test_batches may cut the split (test batches hold one utterance).
+        "n_test_files": min(len(datamodule.datasets["test"]), int(sum(trainer.num_test_batches)) * trainer.world_size),
         "metrics": {k: tested[f"test/{k}"] for k in QUALITY_KEYS + DNSMOS_KEYS if f"test/{k}" in tested},
         "input_metrics": {k: tested[f"test/input/{k}"] for k in QUALITY_KEYS + DNSMOS_KEYS if f"test/input/{k}" in tested},
         "cost": cost_meter.last,

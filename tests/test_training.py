@@ -33,6 +33,8 @@ def test_resume_continues_from_last_checkpoint(trained):
     _recipe("dyncp").main([*args, "trainer.max_epochs=2", "run.resume=true"])
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 4  # 2 steps per epoch, not restarted
+    earlier = (run_dir / "logs" / "metrics.0.csv").read_text()  # the first epoch's log rows are kept
+    assert "val/loss" in earlier.splitlines()[0] and (run_dir / "logs" / "metrics.csv").exists()
 
 
 def test_evaluate_cli_json(trained, tiny_corpus, tmp_path):

@@ -12,7 +12,7 @@ what ran (router included) on the test audio for dynamic models.
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import math
 import sys
 from pathlib import Path
@@ -59,19 +59,20 @@ def _config(run: Path) -> dict:
 
 
 def rule_table(rule_runs: list[Path]) -> str:
-    """Validation after the first epoch (same steps for every rule): PESQ-WB at each UF and the loss."""
-    lines = ["| rule | UFs per step | val PESQ-WB UF .125 | .25 | .5 | 1 | mean | val loss (mean over UFs) |",
-             "|---|---|---|---|---|---|---|---|"]
+    """The slimming rules after the same number of steps: the validation loss (mean over the UFs, the
+    selection criterion) and each UF's PESQ-WB / SI-SDR on the run's test utterances. A folder holds
+    ``uf*/results.json`` and ``val.json`` (``val_loss_mean_over_ufs``, ``global_step``), snapshots of the
+    rule's run taken before the winner was trained further (see the README for the commands)."""
+    lines = ["| rule | UFs per step | steps | val loss (mean over UFs) | PESQ-WB at UF .125 / .25 / .5 / 1 | "
+             "SI-SDR (dB) at UF .125 / .25 / .5 / 1 |", "|---|---|---|---|---|---|"]
     per_step = {"all": "4", "sandwich": "3 (1, 0.125, one of 0.25 / 0.5)", "random": "1"}
     for run in rule_runs:
-        rows = [r for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r.get("val/pesq_wb_uf1")]
-        if not rows:
-            raise FileNotFoundError(f"{run}/logs/metrics.csv: no validation row with val/pesq_wb_uf1")
-        first = rows[0]
-        pesq = [float(first[f"val/pesq_wb_uf{uf:g}"]) for uf in (0.125, 0.25, 0.5, 1.0)]
-        rule = _config(run)["slimmable"]["rule"]
-        lines.append(f"| {rule} | {per_step[rule]} | " + " | ".join(f"{p:.3f}" for p in pesq)
-                     + f" | {sum(pesq) / 4:.3f} | {float(first['val/loss']):.4f} |")
+        val = json.loads((run / "val.json").read_text())
+        points = [load_results(folder) for _, folder in static_points(run)]
+        pesq = " / ".join(f"{r['metrics']['pesq_wb']:.3f}" for r in points)
+        si_sdr = " / ".join(f"{r['metrics']['si_sdr']:.2f}" for r in points)
+        lines.append(f"| {val['rule']} | {per_step[val['rule']]} | {val['global_step']} | "
+                     f"{val['val_loss_mean_over_ufs']:.4f} | {pesq} | {si_sdr} |")
     return "\n".join(lines)
 
 
