@@ -79,6 +79,7 @@ def test_routed_inference_computes_only_each_frames_width_and_matches_the_masks(
     model.routed_inference = False  # the training-time computation: full width, masked
     assert torch.allclose(model(x), routed, atol=1e-5)
     assert count_macs(model, x) == routed_macs
+    assert torch.equal(model.route(x), choices)  # the router alone makes the same choices
     # What ran is cheaper than the full width by exactly the skipped filters of each frame.
     model.set_operating_point(1.0)
     full = count_macs(model, x) + choices.shape[0] * choices.shape[1] * model.router.macs_per_frame

@@ -149,7 +149,7 @@ def utilization_against_snr(dynamic_runs: list[Path], noisy_dir: Path, clean_dir
         with torch.no_grad():
             for noisy_path, clean_path in pairs:
                 noisy, clean = read_audio(noisy_path, 16_000), read_audio(clean_path, 16_000)
-                model(noisy[None])
+                model.route(noisy[None])  # the router alone decides the capacity
                 util.append(float(model.router.last_utilization))
                 snr.append(float(10 * torch.log10(clean.pow(2).sum() / (noisy - clean).pow(2).sum())))
         order = sorted(range(len(snr)), key=snr.__getitem__)

@@ -301,16 +301,27 @@ class SlimmableDemucs(SEModel):
             length = (length - 1) * self.stride + self.kernel_size
         return int(math.ceil(length / self.resample))
 
+    def _prepare(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """[B, T] -> the normalised input padded to a valid length [B, 1, T'], and the scale."""
+        x = waveform[:, None]
+        std = x.std(dim=-1, keepdim=True) if self.normalize else 1.0
+        x = x / (self.floor + std)
+        return F.pad(x, (0, self.valid_length(x.shape[-1]) - x.shape[-1])), std
+
+    def route(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The router's one-hot choices [B, frames, K] for ``waveform`` [B, T], without enhancing it
+        (``router.last_utilization`` is then its mean UF): what capacity the model would spend."""
+        if self.router is None:
+            raise ValueError("route() needs a model built with router=True")
+        return self.router(self._prepare(waveform)[0][:, 0])
+
     def forward(self, waveform: torch.Tensor, uf: float | None = None) -> torch.Tensor:
         """[B, T] noisy -> [B, T] enhanced: every block at ``uf`` (default: the operating point), or
         at the router's per-frame choice when the model is dynamic and ``uf`` is not given."""
         dynamic = self.dynamic and uf is None
         uf = self.uf if uf is None else uf
-        x = waveform[:, None]
-        std = x.std(dim=-1, keepdim=True) if self.normalize else 1.0
-        x = x / (self.floor + std)
-        length = x.shape[-1]
-        x = F.pad(x, (0, self.valid_length(length) - length))
+        x, std = self._prepare(waveform)
+        length = waveform.shape[-1]
         choice = self.router(x[:, 0]) if dynamic else None
         macs = [self.router.macs_per_frame * choice.shape[0] * choice.shape[1]] if dynamic else []
         for _ in range(self.resample // 2):
