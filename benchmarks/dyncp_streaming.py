@@ -10,25 +10,19 @@ measured: it shows how much of the MAC saving survives as time on a general-purp
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
-import torch
 
 from sezoo.data.audio import read_audio
 from sezoo.inference import resolve_model
 
+from _streaming import parse_args  # benchmarks/, on the path when a benchmark runs as a script
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", required=True, help="run folder / export; repeat to compare")
-    parser.add_argument("--wav", required=True)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(__doc__)
     rows = []
     for name in args.model:
         model = resolve_model(name)

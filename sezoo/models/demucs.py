@@ -286,7 +286,8 @@ class SlimmableDemucs(SEModel):
         that the frames were given. Counting the upper bound (``count_macs(executed=False)``) takes the
         masked path too, so that the FLOP counter sees every filter."""
         if self.training or not self.routed_inference or counting_upper_bound():
-            macs.append(int(widths.widths.sum()) * block.macs_per_channel)
+            if ledger_active():  # nobody counts in plain training: skip the tally
+                macs.append(int(widths.widths.sum()) * block.macs_per_channel)
             return block(x, widths=widths)
         x, ran = block.routed(x, widths.widths)
         macs.append(ran)
