@@ -1,10 +1,8 @@
-"""DynCP: gates, the streaming path that really skips channels, the shared UtilizationLoss callback."""
-import lightning as L
+"""DynCP: gates, the streaming path that really skips channels, the recipe's stages."""
 import pytest
 import torch
 from torch import nn
 
-from sezoo.callbacks import UtilizationLoss
 from sezoo.config import ConfigError
 from sezoo.metrics.cost import count_macs
 from sezoo.models import create_model
@@ -78,41 +76,6 @@ def test_streaming_a_dense_model_costs_the_closed_form():
     assert executed == 12 * 662_528 and all(bool(g.all()) for g in gates)
 
 
-class _ToyGated(L.LightningModule):
-    """A user's own module: one gate over 8 channels, nothing from sezoo but the gate."""
-
-    def __init__(self):
-        super().__init__()
-        self.gate = ChannelGate(4, 8, hidden=4, initial_bias=2.0)
-        self.head = nn.Conv1d(4, 1, 1)
-
-    def training_step(self, batch, batch_idx):
-        (x,) = batch
-        return (self.head(x) * self.gate(x).mean(1, keepdim=True)).pow(2).mean() * 0
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=0.05)
-
-
-def _toy_trainer(tmp_path, callback, steps):
-    return L.Trainer(max_steps=steps, callbacks=[callback], logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu")
-
-
-def test_utilization_loss_pulls_any_module_to_target_and_resumes(tmp_path):
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 4, 10)), batch_size=8)
-    module = _ToyGated()
-    callback = UtilizationLoss(target=0.25, weight=1.0, start_target=1.0, anneal_steps=10)
-    assert callback.target_at(0) == 1.0 and callback.target_at(5) == pytest.approx(0.625) and callback.target_at(99) == 0.25
-    trainer = _toy_trainer(tmp_path, callback, 120)
-    trainer.fit(module, data)
-    assert float(module.gate.last_utilization.detach()) == pytest.approx(0.25, abs=0.1)
-    trainer.save_checkpoint(tmp_path / "c.ckpt")
-    resumed = UtilizationLoss(target=0.9)  # the checkpoint's schedule wins on resume
-    _toy_trainer(tmp_path, resumed, 121).fit(_ToyGated(), data, ckpt_path=tmp_path / "c.ckpt")
-    assert resumed.target == 0.25 and resumed.anneal_steps == 10 and resumed.start_target == 1.0
-
-
 def test_variants_and_stage_checks(tmp_path):
     recipe = _recipe()
     with pytest.raises(ConfigError, match="init_from"):
@@ -146,13 +109,3 @@ def test_gumbel_gates_are_binary_noisy_in_training_deterministic_in_eval():
     assert torch.equal(gate(x), (gate.logits(x) > 0).float())
     with pytest.raises(ValueError, match="gate estimator"):
         ChannelGate(4, 8, estimator="sigmoid")
-
-
-def test_temperature_schedule_reaches_gumbel_gates(tmp_path):
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(16, 4, 10)), batch_size=8)
-    module = _ToyGated()
-    module.gate.estimator = "gumbel"
-    callback = UtilizationLoss(target=0.5, temperature=(1.0, 0.1), temperature_steps=2)
-    assert callback.temperature_at(1) == pytest.approx(0.1 ** 0.5)
-    _toy_trainer(tmp_path, callback, 2).fit(module, data)
-    assert module.gate.temperature == pytest.approx(0.1 ** 0.5)  # set before the last (second) step

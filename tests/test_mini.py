@@ -19,18 +19,27 @@ def _encode_g722(path, signal):
     path.write_bytes(G722.G722(16000, 64000).encode(pcm))
 
 
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    """Stand-ins for the Debian packages: G.722 prompts in en/es/fr and two music-on-hold tracks."""
-    base = tmp_path_factory.mktemp("os")
+PACKAGE_FOLDERS = {"en": "en_US_f_Allison", "es": "es_MX_f_Allison", "fr": "fr_CA_f_June"}
+
+
+def _lay_out_sources(base, folder_of):
+    """Stand-ins for the Debian packages: G.722 prompts per voice and two music-on-hold tracks;
+    ``folder_of(lang)`` names the folder under sounds/ that holds a language's prompts."""
     rng = np.random.default_rng(0)
     for lang in ("en", "es", "fr"):
         for i in range(24):
-            _encode_g722(base / "sounds" / lang / f"prompt-{i:02d}.g722", speech_like(rng, 1.2))
-        _encode_g722(base / "sounds" / lang / "digits" / "1.g722", speech_like(rng, 0.4))  # too short: skipped
+            _encode_g722(base / "sounds" / folder_of(lang) / f"prompt-{i:02d}.g722", speech_like(rng, 1.2))
+        _encode_g722(base / "sounds" / folder_of(lang) / "digits" / "1.g722", speech_like(rng, 0.4))  # too short: skipped
     for name in ("reno_project-system", "macroform-cold_day"):
         _encode_g722(base / "moh" / f"{name}.g722", 0.1 * rng.standard_normal(48000))
     return base
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """Laid out as the -g722 packages lay it out: en_US_f_Allison/ ..., and no en/ es/ fr/ links
+    (those come from the recommended asterisk-core-sounds-LANG packages, which we do not install)."""
+    return _lay_out_sources(tmp_path_factory.mktemp("os"), PACKAGE_FOLDERS.get)
 
 
 def _build(sources, root, seed=0):
@@ -76,6 +85,23 @@ def test_every_noise_category_generates_finite_audio(sources):
     for category in ("music", "stationary", "nonstationary", "tonal"):
         x = bank.make(category, "test", rng, 16000)
         assert x.shape == (16000,) and np.isfinite(x).all() and x.std() > 0
+
+
+def test_voices_found_where_their_packages_put_them_or_under_the_language(sources, tmp_path):
+    """The package layout (no alternatives links) and the language-folder layout (Asterisk's tarballs,
+    other distributions, or the links) give the very same corpus."""
+    assert not any((sources / "sounds" / lang).exists() for lang in PACKAGE_FOLDERS)
+    assert mini.missing_packages(sources / "sounds", sources / "moh", ()) == []
+    by_language = _lay_out_sources(tmp_path / "os", lambda lang: lang)
+    from_packages = mini.info(_build(sources, tmp_path / "a"))
+    from_languages = mini.info(_build(by_language, tmp_path / "b"))
+    assert from_packages["recorded_voices"] == 2 and from_packages["splits"]["train"] > 0
+    assert from_packages["digest"] == from_languages["digest"]
+    (sources / "sounds" / "fr_CA_f_June").rename(sources / "sounds" / "elsewhere")
+    try:
+        assert mini.missing_packages(sources / "sounds", sources / "moh", ()) == ["asterisk-core-sounds-fr-g722"]
+    finally:
+        (sources / "sounds" / "elsewhere").rename(sources / "sounds" / "fr_CA_f_June")
 
 
 def test_missing_packages_name_the_apt_command(tmp_path):

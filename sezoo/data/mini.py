@@ -39,10 +39,34 @@ APT_PACKAGES = (
 )
 DEFAULT_SOUNDS_DIR = Path("/usr/share/asterisk/sounds")
 DEFAULT_MOH_DIR = Path("/usr/share/asterisk/moh")
-# speaker -> (language folder under the sounds dir, Debian package providing it)
+
+
+@dataclass(frozen=True)
+class VoicePrompts:
+    """One recorded voice in one language, as its Debian package lays it out.
+
+    ``folder`` is where the package itself puts the prompts (``en_US_f_Allison/``). The short
+    ``lang`` folder (``en/``) is only a link that the *recommended* ``asterisk-core-sounds-en``
+    package's alternatives make, or the layout of Asterisk's upstream tarballs and other
+    distributions; it is tried second, so neither a missing link nor another layout matters.
+    ``lang`` also names the utterances (``allison-en-...``), so the corpus is the same either way.
+    """
+    lang: str
+    package: str
+    folder: str
+
+    def find(self, sounds_dir: Path) -> Path | None:
+        for candidate in (sounds_dir / self.folder, sounds_dir / self.lang):
+            if candidate.is_dir() and any(candidate.rglob("*.g722")):
+                return candidate.resolve()
+        return None
+
+
+# speaker -> the packages that hold their prompts
 RECORDED_VOICES = {
-    "allison": (("en", "asterisk-core-sounds-en-g722"), ("es", "asterisk-core-sounds-es-g722")),
-    "june": (("fr", "asterisk-core-sounds-fr-g722"),),
+    "allison": (VoicePrompts("en", "asterisk-core-sounds-en-g722", "en_US_f_Allison"),
+                VoicePrompts("es", "asterisk-core-sounds-es-g722", "es_MX_f_Allison")),
+    "june": (VoicePrompts("fr", "asterisk-core-sounds-fr-g722", "fr_CA_f_June"),),
 }
 FLITE_VOICES = ("kal16", "awb", "rms", "slt")
 NOISE_CATEGORIES = ("music", "babble", "stationary", "nonstationary", "tonal")
@@ -115,8 +139,8 @@ def decode_g722(path: Path) -> np.ndarray:
 
 
 def missing_packages(sounds_dir: Path, moh_dir: Path, flite_voices: tuple[str, ...]) -> list[str]:
-    missing = [pkg for folders in RECORDED_VOICES.values() for lang, pkg in folders
-               if not any((sounds_dir / lang).glob("*.g722"))]
+    missing = [source.package for sources in RECORDED_VOICES.values() for source in sources
+               if source.find(sounds_dir) is None]
     if not any(moh_dir.glob("*.g722")):
         missing.append("asterisk-moh-opsound-g722")
     if flite_voices and shutil.which("flite") is None:
@@ -135,9 +159,9 @@ def install_packages(packages: list[str]) -> None:
 
 def recorded_speech(sounds_dir: Path, min_seconds: float) -> list[Speech]:
     items = []
-    for voice, folders in RECORDED_VOICES.items():
-        for lang, _ in folders:
-            base = (sounds_dir / lang).resolve()
+    for voice, sources in RECORDED_VOICES.items():
+        for source in sources:
+            base, lang = source.find(sounds_dir), source.lang
             for path in sorted(base.rglob("*.g722")):
                 if path.stat().st_size < min_seconds * 8000:  # G.722 is 8000 bytes per second
                     continue
