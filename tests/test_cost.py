@@ -53,8 +53,21 @@ def test_deployable_bytes_bit_widths_and_sparse_encoding():
         model.weight[:, :10] = 1.0  # 1% non-zero
     report = deployable_bytes(model, {"weight": 8})
     (entry,) = report.tensors
-    # bitmap: 100,000 bits + 1,000 int8 values; coordinate: 1,000 x (2 + 1) bytes: the latter wins
-    assert entry.nonzero == 1000 and entry.encoding == "coo16" and report.total == 3000
+    # 100,000 elements need 32-bit indices. bitmap: 100,000 bits + 1,000 int8 values = 13,500;
+    # coordinate: 1,000 x (4 + 1) bytes = 5,000: the latter wins
+    assert entry.nonzero == 1000 and entry.encoding == "coo32" and report.total == 5000
+    small = nn.Linear(256, 256, bias=False)  # 65,536 elements: a 16-bit index addresses them all
+    with torch.no_grad():
+        small.weight.zero_()
+        small.weight[:, :2] = 1.0
+    entry = deployable_bytes(small, {"weight": 8}).tensors[0]
+    assert entry.encoding == "coo16" and entry.bytes == 512 * (2 + 1)
+    larger = nn.Linear(257, 256, bias=False)  # one row past 2^16 elements: 16 bits no longer suffice
+    with torch.no_grad():
+        larger.weight.zero_()
+        larger.weight[:, :2] = 1.0
+    entry = deployable_bytes(larger, {"weight": 8}).tensors[0]
+    assert entry.encoding == "coo32" and entry.bytes == 512 * (4 + 1)
     with torch.no_grad():
         model.weight[:, :300] = 1.0  # 30% non-zero: bitmap (12,500 + 30,000) beats dense (100,000)
     entry = deployable_bytes(model, {"weight": 8}).tensors[0]

@@ -124,11 +124,13 @@ def _tensor_bytes(name: str, tensor: torch.Tensor, bits: int) -> TensorBytes:
     numel = tensor.numel()
     nonzero = int(torch.count_nonzero(tensor))
     dense = -(-numel * bits // 8)
-    # Sparse encodings: a presence bitmap (1 bit per element) plus the non-zero values, or
-    # coordinate form with 16-bit indices per non-zero value. The cheapest of the three is deployed.
+    # Sparse encodings: a presence bitmap (1 bit per element) plus the non-zero values, or coordinate
+    # form: each non-zero value with its flat index, 16 bits where 16 bits address every element
+    # (at most 65,536 of them), 32 bits otherwise. The cheapest of the three is deployed.
     bitmap = -(-numel // 8) + -(-nonzero * bits // 8)
-    coordinate = nonzero * 2 + -(-nonzero * bits // 8)
-    options = {"dense": dense, "bitmap": bitmap, "coo16": coordinate if numel <= 65536 * 65536 else dense}
+    index_bytes, coordinate_name = (2, "coo16") if numel <= 1 << 16 else (4, "coo32")
+    coordinate = nonzero * index_bytes + -(-nonzero * bits // 8)
+    options = {"dense": dense, "bitmap": bitmap, coordinate_name: coordinate}
     encoding = min(options, key=lambda k: (options[k], k != "dense"))
     return TensorBytes(name, numel, nonzero, bits, encoding, options[encoding])
 
