@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from sezoo.data.audio import AudioError
-from sezoo.training import print_results
+# Only the standard library at the top: each command imports what it needs, so that light commands
+# (`zoo list`, `zoo info`, `--help`) never load the training stack.
 
 CORPORA = ("mini",)
 
@@ -42,24 +42,33 @@ def _data_info(args) -> None:
             print(f"{key:22} {value}")
 
 
+class FilesSkipped(Exception):
+    """A folder command finished but refused some files: exit status 1 (errors are 2)."""
+
+
 def _evaluate(args) -> None:
     from sezoo.inference import evaluate, resolve_model
+    from sezoo.report import print_results
 
     report = evaluate(resolve_model(args.model), args.noisy, args.clean, model_name=args.model,
-                      progress=not args.quiet, with_dnsmos=args.dnsmos)
+                      progress=not args.quiet, with_dnsmos=args.dnsmos, strict=args.strict)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1))
     print(f"{report['model']}: {report['n_files']} files")
     print_results(report)
     print(f"real-time factor {report['cost']['rtf']:.4f} ({report['cost']['threads']} threads)")
+    if report["skipped"]:
+        raise FilesSkipped(f"{len(report['skipped'])} file(s) skipped (listed above and under \"skipped\" in the JSON)")
 
 
 def _enhance(args) -> None:
     from sezoo.inference import enhance, resolve_model
 
-    written = enhance(resolve_model(args.model), args.input, args.output)
+    written, skipped = enhance(resolve_model(args.model), args.input, args.output, strict=args.strict)
     print(f"wrote {len(written)} file(s) to {args.output}")
+    if skipped:
+        raise FilesSkipped(f"{len(skipped)} file(s) skipped (listed above)")
 
 
 def _zoo_list(args) -> None:
@@ -134,12 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", help="write the full report (per file too) here")
     ev.add_argument("--dnsmos", action="store_true", help="also DNSMOS P.835/P.808 (seconds per file on a CPU)")
     ev.add_argument("--quiet", action="store_true")
+    ev.add_argument("--strict", action="store_true", help="stop at the first bad file (default: skip it, exit 1)")
     ev.set_defaults(func=_evaluate)
 
     en = sub.add_parser("enhance", help="enhance a .wav file or a folder of them")
     en.add_argument("--model", required=True)
     en.add_argument("input")
     en.add_argument("output")
+    en.add_argument("--strict", action="store_true", help="stop at the first bad file (default: skip it, exit 1)")
     en.set_defaults(func=_enhance)
     rep = sub.add_parser("report", help="a markdown results table from run folders")
     rep.add_argument("runs", nargs="+", help="run folders (each with results.json)")
@@ -174,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (AudioError, FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+    except FilesSkipped as done:
+        print(f"sezoo: {done}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:  # AudioError is a ValueError
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"sezoo: error: {message}", file=sys.stderr)
         return 2

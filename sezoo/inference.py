@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -9,11 +10,11 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from sezoo.data.audio import AudioError, list_audio, pair_folders, read_audio, resample, write_audio
+from sezoo.data.audio import AudioError, list_audio, match_folders, read_audio, resample, write_audio
 from sezoo.export import load_exported
 from sezoo.metrics.cost import count_macs, count_params, deployable_bytes, model_bit_widths
 from sezoo.metrics.dnsmos import DNSMOS_KEYS, dnsmos_available
-from sezoo.metrics.quality import QUALITY_KEYS, quality
+from sezoo.metrics.quality import QUALITY_KEYS, SILENT_REFERENCE, quality, silent
 
 
 def resolve_model(name_or_path: str) -> nn.Module:
@@ -43,10 +44,27 @@ def enhance_waveform(model: nn.Module, waveform: torch.Tensor) -> torch.Tensor:
     return model(waveform.unsqueeze(0))[0]
 
 
-def enhance(model: nn.Module, source: str | Path, destination: str | Path) -> list[Path]:
+class Skipped(list):
+    """The files a folder command refused, each ``{"file", "reason"}``; it goes on with the others."""
+
+    def add(self, path: Path, reason: str, strict: bool) -> None:
+        if strict:
+            raise AudioError(f"{path}: {reason}")
+        self.append({"file": str(path), "reason": reason})
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+
+
+def _reason(err: Exception, path: Path) -> str:
+    """An error's message without the file name it already starts with (the record names the file)."""
+    text = str(err)
+    return text[len(str(path)) + 2:] if text.startswith(f"{path}: ") else text
+
+
+def enhance(model: nn.Module, source: str | Path, destination: str | Path, strict: bool = False) -> tuple[list[Path], Skipped]:
     """Enhance a file into a file, or every audio file of a folder into a folder (same names).
 
-    Output is written at the input's own sample rate.
+    Output is written at the input's own sample rate. A bad file in a folder is refused with its
+    reason (``skipped``) and the others are enhanced; ``strict`` stops at the first one instead.
     """
     source, destination = Path(source), Path(destination)
     if source.is_dir():
@@ -58,27 +76,41 @@ def enhance(model: nn.Module, source: str | Path, destination: str | Path) -> li
     else:
         raise AudioError(f"{source}: no such file or folder")
     rate = _sample_rate(model)
+    written, skipped = [], Skipped()
     for src, dst in jobs:
         try:
             file_rate = sf.info(str(src)).samplerate
-        except RuntimeError as err:
-            raise AudioError(f"{src}: cannot be read as audio ({err})") from err
-        enhanced = enhance_waveform(model, read_audio(src, rate, _min_samples(model)))
+            enhanced = enhance_waveform(model, read_audio(src, rate, _min_samples(model)))
+        except (AudioError, RuntimeError) as err:  # soundfile raises RuntimeError for unreadable files
+            if len(jobs) == 1:
+                raise AudioError(f"{src}: {_reason(err, src)}") from err
+            skipped.add(src, _reason(err, src), strict)
+            continue
         write_audio(dst, resample(enhanced, rate, file_rate), file_rate)
-    return [dst for _, dst in jobs]
+        written.append(dst)
+    return written, skipped
 
 
 def _mean(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
+    finite = [v for v in values if v is not None and not math.isnan(v)]
     return sum(finite) / len(finite) if finite else math.nan
 
 
+def _scored(scores: dict[str, float]) -> tuple[dict, list[str]]:
+    """Per-file scores for JSON: an undefined metric is null, with the reason beside it."""
+    undefined = [k for k, v in scores.items() if math.isnan(v)]
+    return {k: (None if k in undefined else v) for k, v in scores.items()}, undefined
+
+
 def evaluate(model: nn.Module, noisy_dir: str | Path, clean_dir: str | Path, model_name: str = "",
-             progress: bool = False, with_dnsmos: bool = False) -> dict:
+             progress: bool = False, with_dnsmos: bool = False, strict: bool = False) -> dict:
     """Quality of the output and of the noisy input, and the cost of what actually ran.
 
     ``macs_per_second`` is the MAC count measured on these files (what a dynamic model executed)
     divided by their duration; ``rtf`` is compute time over audio time, whole files, batch 1.
+    Every good pair is scored; each bad or unpaired file is listed under ``skipped`` with its reason
+    (``strict``: the first one stops the run). A metric undefined for a file (a silent clean
+    reference) is ``null`` in ``per_file`` with the reason under ``undefined``, and left out of the means.
     """
     from tqdm import tqdm
 
@@ -87,28 +119,45 @@ def evaluate(model: nn.Module, noisy_dir: str | Path, clean_dir: str | Path, mod
         raise RuntimeError("--dnsmos needs librosa, onnxruntime and speechmos (pip install -e .)")
     keys = QUALITY_KEYS + (DNSMOS_KEYS if with_dnsmos else ())
     model.eval()
+    pairs, unpaired = match_folders(noisy_dir, clean_dir)
+    skipped = Skipped()
+    for path, reason in unpaired:
+        skipped.add(path, reason, strict)
     per_file, total_macs, total_seconds, total_compute = [], 0, 0.0, 0.0
-    for noisy_path, clean_path in tqdm(pair_folders(noisy_dir, clean_dir), disable=not progress, desc="evaluate"):
-        noisy = read_audio(noisy_path, rate, _min_samples(model))
-        clean = read_audio(clean_path, rate, _min_samples(model))
+    for noisy_path, clean_path in tqdm(pairs, disable=not progress, desc="evaluate"):
+        try:
+            noisy = read_audio(noisy_path, rate, _min_samples(model))
+            clean = read_audio(clean_path, rate, _min_samples(model))
+        except AudioError as err:
+            bad = clean_path if str(err).startswith(str(clean_path)) else noisy_path
+            skipped.add(bad, _reason(err, bad), strict)
+            continue
         if noisy.numel() != clean.numel():
-            raise AudioError(f"{noisy_path} and {clean_path} differ in length ({noisy.numel()} vs {clean.numel()} "
-                             f"samples at {rate} Hz); pairs must be time-aligned")
+            skipped.add(noisy_path, f"differs in length from {clean_path} ({noisy.numel()} vs {clean.numel()} samples "
+                                    f"at {rate} Hz); pairs must be time-aligned", strict)
+            continue
         start = time.perf_counter()
         enhanced = enhance_waveform(model, noisy)
         compute = time.perf_counter() - start
         macs = count_macs(model, noisy.unsqueeze(0))
         seconds = noisy.numel() / rate
         total_macs, total_seconds, total_compute = total_macs + macs, total_seconds + seconds, total_compute + compute
-        per_file.append({"name": noisy_path.name, "seconds": seconds, "macs": macs,
-                         "metrics": quality(enhanced, clean, rate, with_dnsmos),
-                         "input_metrics": quality(noisy, clean, rate, with_dnsmos)})
+        record = {"name": noisy_path.name, "seconds": seconds, "macs": macs}
+        record["metrics"], undefined = _scored(quality(enhanced, clean, rate, with_dnsmos))
+        record["input_metrics"], _ = _scored(quality(noisy, clean, rate, with_dnsmos))
+        if undefined:
+            reason = SILENT_REFERENCE if silent(clean) else "the metric could not be computed for this file"
+            record["undefined"] = {k: reason for k in undefined}
+        per_file.append(record)
+    if not per_file:
+        raise AudioError(f"{noisy_dir}: none of the {len(pairs) + len(unpaired)} files could be scored "
+                         f"(first: {skipped[0]['file']}: {skipped[0]['reason']})" if skipped else f"{noisy_dir}: nothing to score")
     return {
         "model": model_name,
         "n_files": len(per_file),
         "sample_rate": rate,
-        "metrics": {k: _mean([f["metrics"][k] for f in per_file]) for k in keys},
-        "input_metrics": {k: _mean([f["input_metrics"][k] for f in per_file]) for k in keys},
+        "metrics": {k: _json_number(_mean([f["metrics"][k] for f in per_file])) for k in keys},
+        "input_metrics": {k: _json_number(_mean([f["input_metrics"][k] for f in per_file])) for k in keys},
         "cost": {
             "macs_per_second": total_macs / total_seconds,
             "params": count_params(model),
@@ -117,4 +166,10 @@ def evaluate(model: nn.Module, noisy_dir: str | Path, clean_dir: str | Path, mod
             "threads": torch.get_num_threads(),
         },
         "per_file": per_file,
+        "skipped": list(skipped),
     }
+
+
+def _json_number(value: float) -> float | None:
+    """JSON has no NaN: a mean over no defined values is null."""
+    return None if math.isnan(value) else value

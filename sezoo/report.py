@@ -38,6 +38,22 @@ def markdown_table(runs: list[str | Path], baseline: str | Path | None = None) -
     return "\n".join(lines)
 
 
+def print_results(results: dict) -> None:
+    rows = [("PESQ-WB", "pesq_wb", "{:.3f}"), ("STOI", "stoi", "{:.3f}"), ("SI-SDR (dB)", "si_sdr", "{:.2f}"), ("SDR (dB)", "sdr", "{:.2f}"),
+            ("DNSMOS OVR", "dnsmos_ovr", "{:.3f}")]
+    print(f"\n{'':14}{'noisy input':>14}{'enhanced':>12}")
+    for label, key, fmt in rows:
+        if key not in results["metrics"]:
+            continue
+        shown = [("undefined" if v is None else fmt.format(v)) for v in (results["input_metrics"][key], results["metrics"][key])]
+        print(f"{label:14}{shown[0]:>14}{shown[1]:>12}")
+    cost = results["cost"]
+    print(f"\ncost: {cost['macs_per_second'] / 1e6:.2f} MMAC/s, {cost['params'] / 1e6:.3f} M params, "
+          f"{cost['model_bytes'] / 1e6:.3f} MB deployable")
+    if "utilization" in results:
+        print(f"mean utilization: {results['utilization']['mean']:.3f}")
+
+
 Point = tuple[float, float, str]  # (cost, quality, label)
 
 

@@ -27,6 +27,7 @@ from sezoo.config import save_config
 from sezoo.export import export_model
 from sezoo.metrics.dnsmos import DNSMOS_KEYS, dnsmos_available
 from sezoo.metrics.quality import QUALITY_KEYS, quality
+from sezoo.report import print_results
 
 
 class SEModule(L.LightningModule):
@@ -210,18 +211,3 @@ def _test_and_export(trainer: L.Trainer, module: SEModule, datamodule, best: str
     export_model(module.model, folder, arch, arch_kwargs, extra=extra)
     print_results(results)
     return results
-
-
-def print_results(results: dict) -> None:
-    rows = [("PESQ-WB", "pesq_wb", "{:.3f}"), ("STOI", "stoi", "{:.3f}"), ("SI-SDR (dB)", "si_sdr", "{:.2f}"), ("SDR (dB)", "sdr", "{:.2f}"),
-            ("DNSMOS OVR", "dnsmos_ovr", "{:.3f}")]
-    print(f"\n{'':14}{'noisy input':>14}{'enhanced':>12}")
-    for label, key, fmt in rows:
-        if key not in results["metrics"]:
-            continue
-        print(f"{label:14}{fmt.format(results['input_metrics'][key]):>14}{fmt.format(results['metrics'][key]):>12}")
-    cost = results["cost"]
-    print(f"\ncost: {cost['macs_per_second'] / 1e6:.2f} MMAC/s, {cost['params'] / 1e6:.3f} M params, "
-          f"{cost['model_bytes'] / 1e6:.3f} MB deployable")
-    if "utilization" in results:
-        print(f"mean utilization: {results['utilization']['mean']:.3f}")

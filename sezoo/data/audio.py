@@ -89,15 +89,23 @@ def list_audio(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
 
 
-def pair_folders(noisy_dir: str | Path, clean_dir: str | Path) -> list[tuple[Path, Path]]:
-    """Pair noisy and clean files by file name; refuse unpaired names, listing a few of them."""
+def match_folders(noisy_dir: str | Path, clean_dir: str | Path) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+    """Pair noisy and clean files by file name: ``(pairs, unpaired)``, each unpaired file with its reason."""
     noisy = {p.name: p for p in list_audio(noisy_dir)}
     clean = {p.name: p for p in list_audio(clean_dir)}
     if not noisy:
         raise AudioError(f"{noisy_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found.")
-    only_noisy = sorted(set(noisy) - set(clean))
-    only_clean = sorted(set(clean) - set(noisy))
-    if only_noisy or only_clean:
+    unpaired = [(noisy[n], f"no clean file of the same name in {clean_dir}") for n in sorted(set(noisy) - set(clean))]
+    unpaired += [(clean[n], f"no noisy file of the same name in {noisy_dir}") for n in sorted(set(clean) - set(noisy))]
+    return [(noisy[name], clean[name]) for name in sorted(set(noisy) & set(clean))], unpaired
+
+
+def pair_folders(noisy_dir: str | Path, clean_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Pair noisy and clean files by file name; refuse unpaired names, listing a few of them."""
+    pairs, unpaired = match_folders(noisy_dir, clean_dir)
+    if unpaired:
+        only_noisy = [p.name for p in (path for path, _ in unpaired) if p.parent == Path(noisy_dir)]
+        only_clean = [p.name for p in (path for path, _ in unpaired) if p.parent != Path(noisy_dir)]
         parts = []
         if only_noisy:
             parts.append(f"{len(only_noisy)} in {noisy_dir} have no clean file (e.g. {', '.join(only_noisy[:3])})")
@@ -106,4 +114,4 @@ def pair_folders(noisy_dir: str | Path, clean_dir: str | Path) -> list[tuple[Pat
         raise AudioError(
             "unpaired files: " + "; ".join(parts) + ". Noisy and clean files are paired by identical names."
         )
-    return [(noisy[name], clean[name]) for name in sorted(noisy)]
+    return pairs

@@ -12,6 +12,12 @@ from torchmetrics.functional.audio import (perceptual_evaluation_speech_quality,
 from sezoo.metrics.dnsmos import dnsmos
 
 QUALITY_KEYS = ("pesq_wb", "stoi", "si_sdr", "sdr")
+SILENT_REFERENCE = "the clean reference is silent: intrusive metrics compare against it and are undefined"
+
+
+def silent(reference: torch.Tensor) -> bool:
+    """True when a reference holds no signal (all samples below 16-bit resolution)."""
+    return bool(reference.abs().max() < 2.0 ** -16)
 
 
 def pesq_wb(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int = 16000) -> float:
@@ -28,6 +34,11 @@ def quality(estimate: torch.Tensor, reference: torch.Tensor, sample_rate: int = 
     """The four quality metrics of one mono utterance (1-D tensors of equal length), plus the
     non-intrusive DNSMOS scores when ``with_dnsmos``."""
     estimate, reference = estimate.detach().float().cpu(), reference.detach().float().cpu()
+    if silent(reference):  # SDR's Toeplitz solve would be singular, SI-SDR 0/0, PESQ would refuse
+        scores = dict.fromkeys(QUALITY_KEYS, math.nan)
+        if with_dnsmos:  # non-intrusive: the estimate alone
+            scores.update(dnsmos(estimate, sample_rate))
+        return scores
     scores = {
         "pesq_wb": pesq_wb(estimate, reference, sample_rate),
         "stoi": float(short_time_objective_intelligibility(estimate, reference, sample_rate)),
