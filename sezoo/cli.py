@@ -76,19 +76,19 @@ def _zoo_list(args) -> None:
 
     entries = zoo.list_models()
     if args.json:
-        print(json.dumps(entries, indent=1))
+        print(json.dumps([e.to_dict() for e in entries], indent=1))
         return
-    print(f"{'name':28}{'PESQ-WB':>9}{'STOI':>7}{'SI-SDR':>8}{'MMAC/s':>9}{'params':>10}{'bytes':>11}  data")
+    print(f"{'name':30}{'PESQ-WB':>9}{'STOI':>7}{'SI-SDR':>8}{'MMAC/s':>9}{'params':>10}{'bytes':>11}  data  parent")
     for e in entries:
-        m, c = e["metrics"], e["cost"]
-        print(f"{e['name']:28}{m['pesq_wb']:9.3f}{m['stoi']:7.3f}{m['si_sdr']:8.2f}{c['macs_per_second'] / 1e6:9.2f}"
-              f"{c['params']:10,}{c['model_bytes']:11,}  {e['training']['data']}")
+        m, c = e.metrics, e.cost
+        print(f"{e.name:30}{m['pesq_wb']:9.3f}{m['stoi']:7.3f}{m['si_sdr']:8.2f}{c['macs_per_second'] / 1e6:9.2f}"
+              f"{c['params']:10,}{c['model_bytes']:11,}  {e.training.data:5} {e.parent or '-'}")
 
 
 def _zoo_info(args) -> None:
     from sezoo import zoo
 
-    print(zoo.model_card(zoo.get_entry(args.name)))
+    print(zoo.model_card(zoo.get_entry(args.name), zoo.entry_lineage(args.name)))
 
 
 def _zoo_download(args) -> None:
@@ -103,8 +103,8 @@ def _zoo_publish(args) -> None:
 
     operating_point = json.loads(args.operating_point) if args.operating_point else None
     entry = zoo.publish(args.run, args.name, args.to, registry=args.registry, operating_point=operating_point,
-                        command=args.command, description=args.description)
-    print(f"published {entry['name']} ({entry['files'][0]['name']}) to {args.to}")
+                        command=args.command, description=args.description, parent=args.parent)
+    print(f"published {entry.name} ({entry.weights.name}) to {args.to}")
 
 
 def _report(args) -> None:
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     zp.add_argument("--operating-point", help='JSON, e.g. \'{"uf": 0.25}\' for one point of a shared weight file')
     zp.add_argument("--command", help="the training command (default: the one recorded in results.json)")
     zp.add_argument("--description", default="")
+    zp.add_argument("--parent", help="the zoo entry this model was compressed from (lineage), e.g. tinylstm/mini-pruned")
     zp.set_defaults(func=_zoo_publish)
     return parser
 

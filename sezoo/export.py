@@ -9,21 +9,22 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 import sezoo
-from sezoo.models import create_model
-from sezoo.nn.quant import apply_quantization
-
-WEIGHTS, METADATA = "model.safetensors", "model.json"
+from sezoo.weights import METADATA, WEIGHTS, build_model
 
 
-def export_model(model: nn.Module, folder: str | Path, arch: str, kwargs: dict, extra: dict | None = None) -> Path:
+def export_model(model: nn.Module, folder: str | Path, arch: str | None = None, kwargs: dict | None = None,
+                 extra: dict | None = None) -> Path:
+    """Weights and ``model.json``; ``arch`` and ``kwargs`` default to what the model recorded."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
+    arch = arch or model.arch_name
+    kwargs = model.kwargs if kwargs is None else kwargs
     meta = {"format": 1, "arch": arch, "kwargs": kwargs, "sample_rate": getattr(model, "sample_rate", 16000),
             "sezoo_version": sezoo.__version__, "torch_version": torch.__version__, **(extra or {})}
     (folder / METADATA).write_text(json.dumps(meta, indent=1))
@@ -41,14 +42,6 @@ def load_exported(path: str | Path) -> nn.Module:
             f"train.py, or a zoo name such as dyncp/mini-dense."
         )
     meta = json.loads(meta_path.read_text())
-    model = create_model(meta["arch"], **meta["kwargs"])
-    missing, unexpected = model.load_state_dict(load_file(str(weights_path)), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{weights_path}: weights do not fit {meta['arch']} {meta['kwargs']}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if meta.get("quantization"):  # a QAT model: attach the quantizers it was trained with
-        apply_quantization(model, meta["quantization"])
-    if meta.get("operating_point"):  # e.g. one utilization factor of a slimmable model
-        model.set_operating_point(**meta["operating_point"])
+    model = build_model(meta["arch"], meta["kwargs"], weights_path, meta.get("quantization"), meta.get("operating_point"))
     model.metadata = meta
-    return model.eval()
+    return model

@@ -146,29 +146,60 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
     return None
 
 
+def portable(value: str) -> str:
+    """A path as it reads on any machine: relative to the working folder (the repository), or under
+    ``$SEZOO_DATA``; other values unchanged."""
+    if not value.startswith("/"):
+        return value
+    path = Path(value)
+    data = os.environ.get("SEZOO_DATA")
+    for base, prefix in ((Path.cwd(), ""), (Path(data) if data else None, "$SEZOO_DATA/")):
+        if base is not None and path.is_relative_to(base.resolve()):
+            return prefix + (path.relative_to(base.resolve()).as_posix() or ".")
+    return value
+
+
 def recipe_command(recipe: str, argv: list[str]) -> str:
-    """The command line that reproduces a run, as README tables and model cards quote it."""
-    return " ".join(["python", f"recipes/{recipe}/train.py", *[shlex.quote(a) for a in argv]])
+    """The command line that reproduces a run, as README tables and model cards quote it: paths are
+    written relative to the repository or ``$SEZOO_DATA``, never as this machine's absolute folders."""
+    args = [f"{a.split('=', 1)[0]}={portable(a.split('=', 1)[1])}" if "=" in a else a for a in argv]
+    return " ".join(["python", f"recipes/{recipe}/train.py", *[shlex.quote(a) for a in args]])
 
 
-def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataModule, recipe: str,
-                 arch: str, arch_kwargs: dict, callbacks: list[L.Callback] = (), command: str = "",
+def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataModule, recipe,
+                 callbacks: list[L.Callback] = (), command: str = "",
                  operating_points: dict[str, dict] | None = None) -> dict:
     """Train, test the best checkpoint, and write config.yaml, results.json and the exported model.
 
+    ``recipe``: the :class:`~sezoo.recipe.Recipe` (its name, paper and licence go into results.json).
     ``operating_points`` (name -> ``model.set_operating_point`` kwargs): after the default test, each
     point is tested too and written as a sub-folder ``<run>/<name>/`` with its own results.json and
     export (the same weights), e.g. the utilization factors of a slimmable model.
     """
+    from sezoo.data.datamodule import DATA_TERMS
+
     L.seed_everything(cfg.seed, workers=True)
-    run_dir = run_folder(cfg, recipe)
+    run_dir = run_folder(cfg, recipe.name)
     save_config(cfg, run_dir / "config.yaml")
     module.config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg, run_dir, list(callbacks))
     trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
-    best = trainer.checkpoint_callback.best_model_path or None
-    context = {"recipe": recipe, "arch": arch, "arch_kwargs": arch_kwargs, "callbacks": callbacks,
-               "command": command or recipe_command(recipe, []), "data": cfg.data.name}
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path or None
+    data_terms = DATA_TERMS.get(cfg.data.name, "trained on data whose own terms apply")
+    context = {
+        "recipe": recipe.name, "callbacks": callbacks, "command": command or recipe_command(recipe.name, []),
+        "about": {
+            "data": cfg.data.name,
+            "stage": cfg.get("stage"),
+            "init_from": portable(str(cfg.init_from)) if cfg.get("init_from") else None,
+            "paper": {"title": recipe.paper.title, "citation": recipe.paper.citation, "url": recipe.paper.url},
+            "licence": f"weights {recipe.licence}; {data_terms}",
+            # The score the checkpoint was chosen on, so that studies compare runs from results.json alone.
+            "selection": {"monitor": checkpoint.monitor, "mode": checkpoint.mode, "steps": trainer.global_step,
+                          "best": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score)},
+        },
+    }
     results = _test_and_export(trainer, module, datamodule, best, run_dir, **context)
     for name, point in (operating_points or {}).items():
         module.model.set_operating_point(**point)
@@ -179,8 +210,7 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
 
 
 def _test_and_export(trainer: L.Trainer, module: SEModule, datamodule, best: str | None, folder: Path, recipe: str,
-                     arch: str, arch_kwargs: dict, callbacks, command: str, data: str,
-                     operating_point: dict | None = None) -> dict:
+                     callbacks, command: str, about: dict, operating_point: dict | None = None) -> dict:
     tested = trainer.test(module, datamodule=datamodule, ckpt_path=best)[0]
     if not trainer.is_global_zero:
         return {}
@@ -188,14 +218,14 @@ def _test_and_export(trainer: L.Trainer, module: SEModule, datamodule, best: str
     results = {
         "recipe": recipe,
         "run": folder.name,
-        "checkpoint": best,
+        "checkpoint": portable(best) if best else None,
         # What was tested: limit_test_batches may cut the split (test batches hold one utterance).
         "n_test_files": min(len(datamodule.datasets["test"]), int(sum(trainer.num_test_batches)) * trainer.world_size),
         "metrics": {k: tested[f"test/{k}"] for k in QUALITY_KEYS + DNSMOS_KEYS if f"test/{k}" in tested},
         "input_metrics": {k: tested[f"test/input/{k}"] for k in QUALITY_KEYS + DNSMOS_KEYS if f"test/input/{k}" in tested},
         "cost": cost_meter.last,
-        "data": data,
         "command": command,
+        **about,
     }
     if operating_point is not None:
         results["operating_point"] = operating_point
@@ -203,11 +233,11 @@ def _test_and_export(trainer: L.Trainer, module: SEModule, datamodule, best: str
         results["utilization"] = {k.removeprefix("test/util/"): v for k, v in tested.items() if k.startswith("test/util/")}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(results, indent=1))
-    # A stage may have changed the model's architecture (pruned units removed): export what it tests.
-    arch_kwargs = getattr(module.model, "kwargs", None) or arch_kwargs
+    # A stage may have changed the model's architecture (pruned units removed): the export records the
+    # kwargs of the model it tests, which the model itself recorded when it was built.
     extra = {"recipe": recipe, "results": results, "operating_point": operating_point}
     for callback in callbacks:  # e.g. QAT: the quantizer ranges the deployed model needs
         extra.update(getattr(callback, "export_metadata", lambda _: {})(module))
-    export_model(module.model, folder, arch, arch_kwargs, extra=extra)
+    export_model(module.model, folder, extra=extra)
     print_results(results)
     return results

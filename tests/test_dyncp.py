@@ -83,7 +83,7 @@ def test_variants_and_stage_checks(tmp_path):
     from sezoo.config import load_config, load_presets
     cfg = load_config(REPO / "recipes/dyncp/config.yaml", ["variant=keep50"],
                       {"variant": load_presets(REPO / "recipes/dyncp/variants")})
-    assert cfg.model.keep == 0.5 and cfg.variant == "keep50"
+    assert cfg.utilization.target == 0.5 and cfg.variant == "keep50"
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         recipe.main([*TINY_MODEL, "stage=gated", f"init_from={tmp_path}"])
 

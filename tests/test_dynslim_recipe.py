@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from sezoo.config import ConfigError
 from sezoo.export import load_exported
 
 from conftest import load_recipe
@@ -18,7 +19,7 @@ TINY = ["model.hidden=4", "model.depth=3", "model.resample=1", "model.gru_groups
 def test_static_then_joint(tiny_corpus, tmp_path):
     recipe = load_recipe("dynslim")
     common = [*TINY, f"data.root={tiny_corpus}", f"run.dir={tmp_path}"]
-    recipe.main([*common, "run.name=static", "slimmable.rule=all"])
+    recipe.main([*common, "run.name=static", "stage=static", "slimmable.rule=all"])
     static = tmp_path / "dynslim" / "static"
     costs = {}
     for uf in ("0.125", "0.25", "0.5", "1"):
@@ -27,7 +28,7 @@ def test_static_then_joint(tiny_corpus, tmp_path):
         costs[uf] = results["cost"]["macs_per_second"]
         assert load_exported(static / f"uf{uf}").uf == float(uf)
     assert costs["0.125"] < costs["0.25"] < costs["0.5"] < costs["1"]
-    joint = recipe.main([*common, "run.name=joint", "stage=joint", f"init_from={static}", "router.target=0.1"])
+    joint = recipe.main([*common, "run.name=joint", "stage=joint", f"init_from={static}", "utilization.target=0.1"])
     assert 0.125 <= joint["utilization"]["mean"] <= 1.0
     assert joint["cost"]["macs_per_second"] <= joint["cost"]["max_macs_per_second"] * 1.05
     # Router pre-training leaves the backbone as the static stage made it; joint fine-tuning follows it.
@@ -37,5 +38,5 @@ def test_static_then_joint(tiny_corpus, tmp_path):
     assert any(k.startswith("router.") for k in after)
     tuned = recipe.main([*common, "run.name=ft", "variant=finetune", f"init_from={tmp_path / 'dynslim' / 'pre'}"])
     assert "utilization" in tuned
-    with pytest.raises(FileNotFoundError, match="init_from"):
+    with pytest.raises(ConfigError, match="stage=router starts from a static run: set init_from"):
         recipe.main([*common, "stage=router"])

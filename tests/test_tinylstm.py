@@ -193,7 +193,7 @@ def test_recipe_stages_end_to_end(tiny_corpus, tmp_path):
     args = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
             "logger.wandb=false", "data.batch_size=4", "data.segment_seconds=0.5", "model.hidden=[32,32]",
             f"data.root={tiny_corpus}", f"run.dir={tmp_path}", "run.name=t", "prune.initial_threshold=1.0", "prune.threshold_lr_scale=0",
-            "prune.target_ops=0.7", "qat.freeze_step=1", "skip.target=0.5"]
+            "prune.target_ops=0.7", "qat.freeze_step=1", "utilization.target=0.5"]
     load_recipe("tinylstm").main(args)
     folders = {s: tmp_path / "tinylstm" / f"t-{s}" for s in ("fp32", "pruned", "pruned-int8", "pruned-int8-skip")}
     results = {s: json.loads((f / "results.json").read_text()) for s, f in folders.items()}
@@ -215,6 +215,6 @@ def test_recipe_stages_end_to_end(tiny_corpus, tmp_path):
     assert len([line for line in text.splitlines() if line.startswith("| t-")]) == 4 and "Commands:" in text
     fp32_row = next(line for line in text.splitlines() if line.startswith("| t-fp32 "))
     assert "| 1.0x | 1.00x | +0.00 dB |" in fp32_row
-    with pytest.raises(FileNotFoundError, match="init_from"):
+    with pytest.raises(ValueError, match="stage=int8 starts from a pruned run: set init_from"):
         load_recipe("tinylstm").main([*args, "stage=int8"])
     assert isinstance(int8.layers[0].gates_quant, QuantSite)

@@ -1,52 +1,34 @@
 """DynCP's LightningModule: Conv-FSENet (dense, or gated per frame and block) trained on the
-power-compressed spectral MSE; the gated stage adds the shared UtilizationLoss callback."""
+power-compressed spectral MSE; the gated stage starts from the dense run and adds the shared
+UtilizationLoss callback (``utilization:`` in config.yaml, spelled as its arguments)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file
 
 from sezoo.callbacks import UtilizationLoss
-from sezoo.export import WEIGHTS
 from sezoo.losses import CompressedSpectralMSE
-from sezoo.models import create_model
+from sezoo.models import ConvFSENet
+from sezoo.recipe import StageBuild
 from sezoo.training import SEModule
+from sezoo.weights import load_weights
 
-ARCH = "convfsenet"
 
-
-def model_kwargs(cfg: DictConfig) -> dict:
-    """Architecture kwargs for the stage: the training-only `keep` is not one of them."""
+def build_model(cfg: DictConfig) -> ConvFSENet:
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    kwargs.pop("keep")
-    kwargs["dilations"] = tuple(kwargs["dilations"])
     if cfg.stage != "gated":
-        kwargs["gate_hidden"] = 0
-    return {**kwargs, "sample_rate": cfg.data.sample_rate}
-
-
-def load_backbone(model, run_folder: str | Path) -> None:
-    """Start the gated model from the dense run's weights; only the gate nets may be new."""
-    weights = Path(run_folder) / WEIGHTS
-    if not weights.exists():
-        raise FileNotFoundError(f"init_from={run_folder}: no {WEIGHTS} there. Point it at a finished dense run "
-                                f"folder, or run stage=all.")
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
-    not_gates = [k for k in missing if ".gate." not in k]
-    if not_gates or unexpected:
-        raise ValueError(f"{weights} does not fit this Conv-FSENet (model.* must match the dense run): "
-                         f"missing {not_gates[:4]}, unexpected {unexpected[:4]}")
+        kwargs["gate_hidden"] = 0  # the dense backbone has no gate nets
+    model = ConvFSENet(**kwargs, sample_rate=cfg.data.sample_rate)
+    if cfg.stage == "gated":  # the dense run's weights; only the gate nets are new
+        load_weights(model, cfg.init_from, new_keys=("*.gate.*",))
+    return model
 
 
 class DynCPModule(SEModule):
     def __init__(self, cfg: DictConfig):
-        model = create_model(ARCH, **model_kwargs(cfg))
-        if cfg.stage == "gated":
-            load_backbone(model, cfg.init_from)
         loss = CompressedSpectralMSE(cfg.model.n_fft, cfg.model.hop, cfg.loss.exponent, cfg.loss.complex_weight)
-        super().__init__(model, loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, dnsmos=cfg.metrics.dnsmos)
+        super().__init__(build_model(cfg), loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                         dnsmos=cfg.metrics.dnsmos)
         self.gate_lr_scale = cfg.optim.gate_lr_scale
 
     def configure_optimizers(self):
@@ -60,11 +42,6 @@ class DynCPModule(SEModule):
         return torch.optim.Adam(groups, weight_decay=self.weight_decay)
 
 
-def callbacks(cfg: DictConfig) -> list:
-    if cfg.stage != "gated":
-        return []
-    u = cfg.utilization
-    temperature = tuple(u.temperature) if cfg.model.gate_estimator == "gumbel" else None
-    return [UtilizationLoss(target=cfg.model.keep, weight=u.weight, per_source=u.per_block,
-                            start_target=u.start, anneal_steps=u.anneal_steps,
-                            temperature=temperature, temperature_steps=u.temperature_steps)]
+def build_stage(cfg: DictConfig) -> StageBuild:
+    callbacks = [UtilizationLoss(**cfg.utilization)] if cfg.stage == "gated" else []
+    return StageBuild(DynCPModule(cfg), callbacks)

@@ -13,22 +13,14 @@ train="python recipes/dynslim/train.py run.dir=$RUNS trainer.enable_progress_bar
 for rule in random sandwich all; do
   [ -f "$D/mini-static-$rule/results.json" ] || $train stage=static slimmable.rule=$rule run.name=mini-static-$rule \
     trainer.limit_train_batches=60 trainer.max_epochs=1 trainer.limit_test_batches=8
-  # A snapshot of the rule's run (the winner's folder is trained further below): its per-UF results
-  # and the validation loss its checkpoint was selected on.
+  # A snapshot of the rule's run (the winner's folder is trained further below): its per-UF results,
+  # among them the validation loss (mean over the UFs) its checkpoint was selected on.
   dest=$(realpath -m "$D-rules/$rule"); mkdir -p "$dest"
   (cd "$D/mini-static-$rule" && cp --parents $(find . -name results.json) "$dest")
-  python - "$D/mini-static-$rule" "$D-rules/$rule" "$rule" <<'PY'
-import json, sys, torch
-run, out, rule = sys.argv[1:]
-checkpoint = torch.load(f"{run}/checkpoints/best.ckpt", map_location="cpu", weights_only=True)
-selector = next(v for k, v in checkpoint["callbacks"].items() if "ModelCheckpoint" in k)
-json.dump({"rule": rule, "epoch": checkpoint["epoch"], "global_step": checkpoint["global_step"],
-           "val_loss_mean_over_ufs": float(selector["best_model_score"])}, open(f"{out}/val.json", "w"))
-PY
 done
 best=$(python - "$D-rules" <<'PY'
 import json, sys
-scores = {r: json.load(open(f"{sys.argv[1]}/{r}/val.json"))["val_loss_mean_over_ufs"] for r in ("random", "sandwich", "all")}
+scores = {r: json.load(open(f"{sys.argv[1]}/{r}/results.json"))["selection"]["best"] for r in ("random", "sandwich", "all")}
 print(min(scores, key=scores.get))
 PY
 )
@@ -36,7 +28,7 @@ echo "slimming rule kept: $best"
 $train stage=static slimmable.rule=$best run.name=mini-static-$best trainer.limit_train_batches=60 trainer.max_epochs=5 \
   trainer.check_val_every_n_epoch=2 run.resume=true
 for target in 0.10 0.25 0.50; do
-  $train stage=joint init_from=$D/mini-static-$best router.target=$target router.temperature_steps=60 \
+  $train stage=joint init_from=$D/mini-static-$best utilization.target=$target utilization.temperature_steps=60 \
     trainer.limit_train_batches=40 trainer.max_epochs=2 run.name=mini-dyn$target
 done
 python recipes/dynslim/report.py --static $D/mini-static-$best --dynamic $D/mini-dyn0.10 $D/mini-dyn0.25 $D/mini-dyn0.50 \

@@ -7,28 +7,21 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
 
 from sezoo.callbacks import UtilizationLoss
-from sezoo.export import load_exported
 from sezoo.losses import DemucsLoss
 from sezoo.metrics.quality import pesq_wb
 from sezoo.models import SlimmableDemucs
+from sezoo.recipe import StageBuild
 from sezoo.training import SEModule
+from sezoo.weights import load_weights
 
-ARCH = "slimdemucs"
-STAGES = ("static", "router", "joint")
 RULES = ("all", "sandwich", "random")
 
 
 def build_model(cfg: DictConfig) -> SlimmableDemucs:
     kwargs = OmegaConf.to_container(cfg.model, resolve=True)
     model = SlimmableDemucs(**kwargs, router=cfg.stage != "static", sample_rate=cfg.data.sample_rate)
-    if cfg.stage == "static":
-        return model
-    if not cfg.init_from:
-        raise FileNotFoundError(f"stage={cfg.stage} needs init_from=<a static or router run folder>")
-    previous = load_exported(cfg.init_from)
-    missing, unexpected = model.load_state_dict(previous.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("router.") for k in missing):
-        raise ValueError(f"init_from={cfg.init_from} does not fit model.*: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    if cfg.stage != "static":  # a static run's backbone (the router is new) or a router run (nothing is)
+        load_weights(model, cfg.init_from, new_keys=("router.*",))
     return model
 
 
@@ -82,16 +75,8 @@ class DynSlimModule(SEModule):
         return torch.optim.Adam(params, lr=self.lr)
 
 
-def callbacks(cfg: DictConfig) -> list:
-    if cfg.stage == "static":
-        return []
-    r = cfg.router
-    return [UtilizationLoss(target=r.target, weight=r.beta, balance_weight=r.gamma,
-                            temperature=tuple(r.temperature), temperature_steps=r.temperature_steps)]
-
-
-def operating_points(cfg: DictConfig) -> dict[str, dict]:
-    """Static stage: test and export every UF (one weight file serves them all)."""
-    if cfg.stage != "static":
-        return {}
-    return {f"uf{uf:g}": {"uf": uf} for uf in cfg.model.utilization_factors}
+def build_stage(cfg: DictConfig) -> StageBuild:
+    if cfg.stage == "static":  # every UF tested and exported: one weight file serves them all
+        points = {f"uf{uf:g}": {"uf": uf} for uf in cfg.model.utilization_factors}
+        return StageBuild(DynSlimModule(cfg), [], points)
+    return StageBuild(DynSlimModule(cfg), [UtilizationLoss(**cfg.utilization)])

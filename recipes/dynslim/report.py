@@ -61,18 +61,19 @@ def _config(run: Path) -> dict:
 def rule_table(rule_runs: list[Path]) -> str:
     """The slimming rules after the same number of steps: the validation loss (mean over the UFs, the
     selection criterion) and each UF's PESQ-WB / SI-SDR on the run's test utterances. A folder holds
-    ``uf*/results.json`` and ``val.json`` (``val_loss_mean_over_ufs``, ``global_step``), snapshots of the
-    rule's run taken before the winner was trained further (see the README for the commands)."""
+    ``results.json`` (its ``selection``: the validation loss the checkpoint was chosen on, and the steps
+    trained) and ``uf*/results.json``, snapshots of the rule's run taken before the winner was trained
+    further (``mini.sh``). The folder's name is the rule."""
     lines = ["| rule | UFs per step | steps | val loss (mean over UFs) | PESQ-WB at UF .125 / .25 / .5 / 1 | "
              "SI-SDR (dB) at UF .125 / .25 / .5 / 1 |", "|---|---|---|---|---|---|"]
     per_step = {"all": "4", "sandwich": "3 (1, 0.125, one of 0.25 / 0.5)", "random": "1"}
     for run in rule_runs:
-        val = json.loads((run / "val.json").read_text())
+        selection, rule = load_results(run)["selection"], run.name
         points = [load_results(folder) for _, folder in static_points(run)]
         pesq = " / ".join(f"{r['metrics']['pesq_wb']:.3f}" for r in points)
         si_sdr = " / ".join(f"{r['metrics']['si_sdr']:.2f}" for r in points)
-        lines.append(f"| {val['rule']} | {per_step[val['rule']]} | {val['global_step']} | "
-                     f"{val['val_loss_mean_over_ufs']:.4f} | {pesq} | {si_sdr} |")
+        lines.append(f"| {rule} | {per_step[rule]} | {selection['steps']} | "
+                     f"{selection['best']:.4f} | {pesq} | {si_sdr} |")
     return "\n".join(lines)
 
 

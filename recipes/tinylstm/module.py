@@ -12,22 +12,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sezoo.callbacks import QuantizationAwareTraining, UtilizationLoss
-from sezoo.export import load_exported
+from sezoo.inference import resolve_model
 from sezoo.losses import NegativeSISDR
 from sezoo.models import TinyLSTM
 from sezoo.nn.quant import apply_quantization, quantization_state
+from sezoo.recipe import StageBuild
 from sezoo.training import SEModule
-
-ARCH = "tinylstm"
-STAGES = ("fp32", "pruned", "int8", "skip")
-PREVIOUS = {"pruned": "fp32", "int8": "pruned", "skip": "int8"}
+from sezoo.weights import load_weights
 
 
 def load_previous_stage(cfg: DictConfig) -> TinyLSTM:
-    if not cfg.init_from:
-        raise FileNotFoundError(f"stage={cfg.stage} needs init_from=<the {PREVIOUS[cfg.stage]} run folder> "
-                                f"(or run stage=all)")
-    model = load_exported(cfg.init_from)
+    """The previous stage's model as it was exported (its architecture may have shrunk: pruned units
+    removed), from a run folder or a zoo entry."""
+    model = resolve_model(str(cfg.init_from))
     if not isinstance(model, TinyLSTM):
         raise ValueError(f"init_from={cfg.init_from}: a {type(model).__name__}, not a TinyLSTM run")
     return model
@@ -41,10 +38,7 @@ def build_model(cfg: DictConfig) -> TinyLSTM:
         return previous
     changes = {"pruned": {"prune": True, "prune_temperature": cfg.prune.temperature}, "skip": {"skip": True}}
     model = TinyLSTM(**{**previous.kwargs, **changes[cfg.stage]})
-    missing, unexpected = model.load_state_dict(previous.state_dict(), strict=False)
-    new_parts = ".pruning." if cfg.stage == "pruned" else ".skip."
-    if unexpected or any(new_parts not in k for k in missing):
-        raise ValueError(f"init_from={cfg.init_from} does not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    load_weights(model, previous.state_dict(), new_keys=("*.pruning.*",) if cfg.stage == "pruned" else ("*.skip.*",))
     apply_quantization(model, quantization_state(previous))  # skip: continue from the int8 ranges
     if cfg.stage == "pruned":
         with torch.no_grad():
@@ -97,11 +91,12 @@ class TinyLSTMModule(SEModule):
             self.model = self.model.compact().to(self.device)
 
 
-def callbacks(cfg: DictConfig) -> list:
-    found = []
+def build_stage(cfg: DictConfig) -> StageBuild:
+    if cfg.trainer.max_epochs is None:  # each stage its own length unless the command line sets one
+        cfg.trainer.max_epochs = cfg.epochs[cfg.stage]
+    callbacks = []
     if cfg.stage in ("int8", "skip"):
-        found.append(QuantizationAwareTraining(OmegaConf.to_container(cfg.qat.plan), cfg.qat.start_step,
-                                               cfg.qat.freeze_step))
+        callbacks.append(QuantizationAwareTraining(**cfg.qat))
     if cfg.stage == "skip":
-        found.append(UtilizationLoss(target=cfg.skip.target, weight=cfg.skip.weight))
-    return found
+        callbacks.append(UtilizationLoss(**cfg.utilization))
+    return StageBuild(TinyLSTMModule(cfg), callbacks)

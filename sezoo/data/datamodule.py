@@ -23,6 +23,13 @@ DATA_PRESETS = {
     "folder": {"name": "folder"},
     "dns": {"name": "dns"},
 }
+# What a model trained on each corpus inherits from the corpus' terms (results.json and model cards quote it).
+DATA_TERMS = {
+    "mini": "trained on the sezoo `mini` corpus, a derived work of CC-BY-SA-3.0 recordings (see the corpus' ATTRIBUTION.md)",
+    "vbdemand": "trained on VoiceBank+DEMAND (CC-BY-4.0)",
+    "folder": "trained on the user's own folder of pairs, whose terms apply",
+    "dns": "trained on DNS-style mixtures of the user's own folders, whose terms apply",
+}
 # VoiceBank+DEMAND's standard folder names (Valentini et al. 2016), 28- or 56-speaker training set.
 VBD_TRAIN = (("noisy_trainset_28spk_wav", "clean_trainset_28spk_wav"),
              ("noisy_trainset_56spk_wav", "clean_trainset_56spk_wav"))

@@ -101,10 +101,6 @@ class ConvFSENet(SEModel):
         # Gated: the executed count depends on the gates, which the FLOP counter cannot see.
         return self.gated
 
-    @property
-    def hop_samples(self) -> int:
-        return self.stft.hop
-
     def features(self, spec: torch.Tensor) -> torch.Tensor:
         mag = spec.abs()
         return mag if self.compression == 1.0 else (mag + 1e-12) ** self.compression

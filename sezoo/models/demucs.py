@@ -230,11 +230,6 @@ class SlimmableDemucs(SEModel):
         super().__init__()
         if resample not in (1, 2, 4):
             raise ValueError(f"resample={resample}: choose 1, 2 or 4")
-        self.kwargs = {"hidden": hidden, "depth": depth, "kernel_size": kernel_size, "stride": stride,
-                       "resample": resample, "growth": growth, "gru_groups": gru_groups, "gru_layers": gru_layers,
-                       "floor": floor, "normalize": normalize, "utilization_factors": list(utilization_factors),
-                       "router": router, "router_channels": router_channels, "rescale": rescale,
-                       "sample_rate": sample_rate}
         self.sample_rate, self.depth, self.kernel_size, self.stride = sample_rate, depth, kernel_size, stride
         self.resample, self.floor, self.normalize = resample, floor, normalize
         self.utilization_factors = tuple(utilization_factors)
@@ -292,6 +287,10 @@ class SlimmableDemucs(SEModel):
         x, ran = block.routed(x, widths.widths)
         macs.append(ran)
         return x
+
+    @property
+    def min_samples(self) -> int:
+        return self.valid_length(1)
 
     def valid_length(self, length: int) -> int:
         """The nearest input length >= ``length`` that the strided convolutions cover exactly."""

@@ -170,9 +170,7 @@ class TinyLSTM(SEModel):
                  skip: bool = False, sample_rate: int = 16000):
         super().__init__()
         self.sample_rate, self.compression = sample_rate, compression
-        self.kwargs = {"n_fft": n_fft, "hop": hop, "hidden": list(hidden), "compression": compression,
-                       "prune": prune, "prune_temperature": prune_temperature, "skip": skip,
-                       "sample_rate": sample_rate}
+        self.skip_updates = skip
         self.stft = STFT(n_fft, hop, "hann")
         bins = self.stft.n_bins
         sizes = [bins, *hidden]
@@ -183,12 +181,8 @@ class TinyLSTM(SEModel):
         self.mask_quant = QuantSite(signed=False, fixed_max=1.0)
 
     @property
-    def hop_samples(self) -> int:
-        return self.stft.hop
-
-    @property
     def reports_own_macs(self) -> bool:
-        return bool(self.kwargs["skip"])  # skipped steps are invisible to the FLOP counter
+        return self.skip_updates  # skipped steps are invisible to the FLOP counter
 
     def macs_per_frame(self) -> int:
         """Closed form of a frame with every layer updating: sum_l 4 H_l (in_l + H_l) + H_L x bins."""

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import requests
 
 CHUNK = 1 << 16
 
@@ -51,6 +50,8 @@ def _locked(path: Path):
 
 
 def _fetch_http(url: str, out, expected_size: int | None, timeout: float) -> None:
+    import requests  # here, not at the top: listing the zoo needs no HTTP stack
+
     try:
         with requests.get(url, stream=True, timeout=timeout) as response:
             if response.status_code != 200:

@@ -1,4 +1,10 @@
-"""Publish a run folder to the zoo: weights, model card and registry entry, figures from results.json."""
+"""Publish a run folder to the zoo: weights, model card and registry entry, figures from results.json.
+
+Everything an entry says comes from the run folder the recipe wrote: the measured figures, the
+command, the paper and licence the recipe declares (``results.json``), the architecture and its
+recorded kwargs (``model.json``). Only the lineage is the publisher's to state: ``parent`` names the
+entry this model was compressed from, and it must already be in the registry.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -7,72 +13,67 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sezoo.export import METADATA, WEIGHTS
+from sezoo.weights import METADATA, WEIGHTS
 from sezoo.zoo.download import sha256_of
+from sezoo.zoo.entry import Paper, Training, ZooEntry, ZooFile
 from sezoo.zoo.registry import NAME_PATTERN, model_card, read_registry, write_registry
 
-PAPERS = {
-    "dyncp": ("Dynamic channel pruning of Conv-FSENet",
-              "R. Miccini, C. Laroche, T. Piechowiak, L. Pezzarossa. Scalable Speech Enhancement with Dynamic "
-              "Channel Pruning. ICASSP 2025. arXiv:2412.17121"),
-    "tinylstm": ("Pruned, int8-quantized LSTM with skip-RNN",
-                 "I. Fedorov et al. TinyLSTMs: Efficient Neural Speech Enhancement for Hearing Aids. Interspeech "
-                 "2020. arXiv:2005.11138"),
-    "dynslim": ("Adaptive slimming of DEMUCS with a Gumbel-softmax router",
-                "R. Miccini, M. Kim, C. Laroche, L. Pezzarossa, P. Smaragdis. Adaptive Slimming for Scalable and "
-                "Efficient Speech Enhancement. WASPAA 2025. arXiv:2507.04879"),
-}
-LICENCE = ("weights Apache-2.0; trained on the sezoo `mini` corpus, a derived work of CC-BY-SA-3.0 recordings "
-           "(see the corpus' ATTRIBUTION.md)")
+
+def machine_paths(text: str) -> list[str]:
+    """Absolute paths in a command (``/home/...``, ``C:\\...``): they name one machine's folders."""
+    words = [w.split("=", 1)[-1] for w in text.split()]
+    return [w for w in words if w.startswith(("/", "~")) or (len(w) > 2 and w[1:3] in (":\\", ":/"))]
 
 
 def build_entry(run_folder: Path, name: str, file_name: str, sha256: str, size: int,
-                operating_point: dict | None, command: str | None, description: str) -> dict:
+                operating_point: dict | None, command: str | None, description: str, parent: str | None) -> ZooEntry:
     results = json.loads((run_folder / "results.json").read_text())
     meta = json.loads((run_folder / METADATA).read_text())
     recipe = results["recipe"]
-    method, citation = PAPERS.get(recipe, ("", "see CITATION.cff"))
-    files = [{"name": file_name, "sha256": sha256, "size": size}]
-    entry = {
-        "name": name,
-        "recipe": recipe,
-        "method": method,
-        "description": description,
-        "arch": meta["arch"],
-        "kwargs": meta["kwargs"],
-        "operating_point": operating_point,
-        "sample_rate": meta["sample_rate"],
-        "files": files,
-        "training": {"data": results["data"], "run": results["run"],
-                     "command": command or results.get("command", f"python recipes/{recipe}/train.py")},
-        "evaluated_on": f"{results['data']} test split ({results['n_test_files']} utterances)",
-        "metrics": results["metrics"],
-        "input_metrics": results["input_metrics"],
-        "cost": results["cost"],
-        "licence": LICENCE,
-        "citation": citation,
-    }
-    if "utilization" in results:
-        entry["utilization"] = results["utilization"]
-    if meta.get("quantization"):  # a QAT model: the quantizer ranges it runs with
-        entry["quantization"] = meta["quantization"]
-    return entry
+    if "paper" not in results or "licence" not in results:
+        raise ValueError(f"{run_folder / 'results.json'}: no paper or licence (a run from before sezoo 0.2); "
+                         f"retrain, or add the recipe's paper and licence to it")
+    command = command or results.get("command", f"python recipes/{recipe}/train.py")
+    if machine_paths(command):
+        raise ValueError(f"the training command names this machine's folders ({', '.join(machine_paths(command))}); "
+                         f"pass --command with paths relative to the repository or $SEZOO_DATA")
+    return ZooEntry(
+        name=name, recipe=recipe, arch=meta["arch"], kwargs=meta["kwargs"], sample_rate=meta["sample_rate"],
+        files=(ZooFile(file_name, sha256, size),),
+        training=Training(data=results["data"], run=results["run"], command=command),
+        evaluated_on=f"{results['data']} test split ({results['n_test_files']} utterances)",
+        metrics=results["metrics"], input_metrics=results["input_metrics"], cost=results["cost"],
+        paper=Paper(**results["paper"]), licence=results["licence"], description=description,
+        operating_point=operating_point, parent=parent, quantization=meta.get("quantization"),
+        utilization=results.get("utilization"))
 
 
-def model_json(entry: dict) -> dict:
+def model_json(entry: ZooEntry) -> dict:
     """The small JSON published beside the weights: enough to rebuild the model without the registry."""
     import torch
 
     import sezoo
 
-    return {"format": 1, "name": entry["name"], "arch": entry["arch"], "kwargs": entry["kwargs"],
-            "operating_point": entry["operating_point"], "sample_rate": entry["sample_rate"],
-            "quantization": entry.get("quantization"), "weights": entry["files"][0],
+    return {"format": 1, "name": entry.name, "arch": entry.arch, "kwargs": entry.kwargs,
+            "operating_point": entry.operating_point, "sample_rate": entry.sample_rate,
+            "quantization": entry.quantization, "weights": vars(entry.files[0]),
             "versions": {"sezoo": sezoo.__version__, "torch": torch.__version__}}
 
 
+def _with_sidecar(entry: ZooEntry, sidecar_name: str, data: bytes) -> ZooEntry:
+    from dataclasses import replace
+
+    return replace(entry, files=(*entry.files, ZooFile(sidecar_name, hashlib.sha256(data).hexdigest(), len(data))))
+
+
+def _check_parent(parent: str | None, entries: list[ZooEntry], where: str) -> None:
+    if parent and parent not in {e.name for e in entries}:
+        raise KeyError(f"--parent {parent!r} is not in {where}; publish the parent first (lineage names existing entries)")
+
+
 def publish(run_folder: str | Path, name: str, to: str, registry: str | Path | None = None,
-            operating_point: dict | None = None, command: str | None = None, description: str = "") -> dict:
+            operating_point: dict | None = None, command: str | None = None, description: str = "",
+            parent: str | None = None) -> ZooEntry:
     """Write weights, card and entry to ``to`` (a folder or ``hf://ORG/REPO``); also merge the entry into
     ``registry`` (e.g. the package's ``sezoo/zoo/registry.json``) when given."""
     if not NAME_PATTERN.match(name):
@@ -85,49 +86,65 @@ def publish(run_folder: str | Path, name: str, to: str, registry: str | Path | N
     size = (run_folder / WEIGHTS).stat().st_size
     stem = name.replace("/", "-")
     if to.startswith("hf://"):
-        return _publish_hf(run_folder, name, to, sha256, size, operating_point, command, description, registry)
+        return _publish_hf(run_folder, name, to, sha256, size, operating_point, command, description, parent, registry)
     target = Path(to)
     target.mkdir(parents=True, exist_ok=True)
     entries = read_registry(target / "registry.json")
+    _check_parent(parent, entries, str(target / "registry.json"))
     # One weight file may serve several entries (operating points): reuse a file with the same bytes.
-    same = [f["name"] for e in entries for f in e["files"] if f["sha256"] == sha256]
+    same = [e.weights.name for e in entries if e.weights.sha256 == sha256]
     file_name = same[0] if same else f"{stem}.safetensors"
     if not same:
         shutil.copyfile(run_folder / WEIGHTS, target / file_name)
-    entry = build_entry(run_folder, name, file_name, sha256, size, operating_point, command, description)
-    sidecar = target / f"{stem}.json"
-    sidecar.write_text(json.dumps(model_json(entry), indent=1) + "\n")
-    entry["files"].append({"name": sidecar.name, "sha256": sha256_of(sidecar), "size": sidecar.stat().st_size})
-    (target / f"{stem}.md").write_text(model_card(entry))
-    write_registry([e for e in entries if e["name"] != name] + [entry], target / "registry.json")
+    entry = build_entry(run_folder, name, file_name, sha256, size, operating_point, command, description, parent)
+    sidecar = json.dumps(model_json(entry), indent=1).encode() + b"\n"
+    (target / f"{stem}.json").write_bytes(sidecar)
+    entry = _with_sidecar(entry, f"{stem}.json", sidecar)
+    merged = [e for e in entries if e.name != name] + [entry]
+    (target / f"{stem}.md").write_text(model_card(entry, _ancestry(entry, merged)))
+    write_registry(merged, target / "registry.json")
     if registry:
-        registry = Path(registry)
-        write_registry([e for e in read_registry(registry) if e["name"] != name] + [entry], registry)
+        _merge_into(Path(registry), entry)
     return entry
 
 
-def _publish_hf(run_folder, name, to, sha256, size, operating_point, command, description, registry) -> dict:
+def _ancestry(entry: ZooEntry, entries: list[ZooEntry]) -> list[str]:
+    from sezoo.zoo.entry import lineage
+
+    return lineage(entry, {e.name: e for e in entries})
+
+
+def _merge_into(registry: Path, entry: ZooEntry) -> None:
+    entries = read_registry(registry)
+    _check_parent(entry.parent, entries, str(registry))
+    write_registry([e for e in entries if e.name != entry.name] + [entry], registry)
+
+
+def _publish_hf(run_folder, name, to, sha256, size, operating_point, command, description, parent, registry) -> ZooEntry:
     from huggingface_hub import HfApi
 
     repo = to[len("hf://"):].strip("/")
     api = HfApi()
     stem = name.replace("/", "-")
     file_name = f"{stem}.safetensors"
-    entry = build_entry(run_folder, name, file_name, sha256, size, operating_point, command, description)
+    entry = build_entry(run_folder, name, file_name, sha256, size, operating_point, command, description, parent)
     api.upload_file(path_or_fileobj=str(run_folder / WEIGHTS), path_in_repo=file_name, repo_id=repo)
     sidecar = json.dumps(model_json(entry), indent=1).encode() + b"\n"
     api.upload_file(path_or_fileobj=sidecar, path_in_repo=f"{stem}.json", repo_id=repo)
-    entry["files"].append({"name": f"{stem}.json", "sha256": hashlib.sha256(sidecar).hexdigest(), "size": len(sidecar)})
-    api.upload_file(path_or_fileobj=model_card(entry).encode(), path_in_repo=f"{stem}.md", repo_id=repo)
+    entry = _with_sidecar(entry, f"{stem}.json", sidecar)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             local = api.hf_hub_download(repo_id=repo, filename="registry.json", local_dir=tmp)
             entries = read_registry(Path(local))
         except Exception:  # a new repository has no registry yet
             entries = []
-        merged = Path(tmp) / "merged.json"
-        write_registry([e for e in entries if e["name"] != name] + [entry], merged)
-        api.upload_file(path_or_fileobj=str(merged), path_in_repo="registry.json", repo_id=repo)
+        _check_parent(parent, entries, to)
+        merged = [e for e in entries if e.name != name] + [entry]
+        api.upload_file(path_or_fileobj=model_card(entry, _ancestry(entry, merged)).encode(),
+                        path_in_repo=f"{stem}.md", repo_id=repo)
+        merged_path = Path(tmp) / "merged.json"
+        write_registry(merged, merged_path)
+        api.upload_file(path_or_fileobj=str(merged_path), path_in_repo="registry.json", repo_id=repo)
     if registry:
-        write_registry([e for e in read_registry(Path(registry)) if e["name"] != name] + [entry], Path(registry))
+        _merge_into(Path(registry), entry)
     return entry

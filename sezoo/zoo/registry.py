@@ -4,7 +4,8 @@ Where files live: the registry names files; a base URL says where to fetch them.
 this repository's own ``release/`` folder (``file://``), so a clone works with no network at all;
 ``SEZOO_ZOO_URL`` points at a mirror instead (``https://...``, ``file:///...`` or ``hf://ORG/REPO``).
 Files are content-addressed in the cache (``$SEZOO_CACHE/files/<sha256>.<ext>``): operating points
-that share a weight file share one copy.
+that share a weight file share one copy. Entries are :class:`~sezoo.zoo.entry.ZooEntry` records, read
+here and nowhere else. Nothing at this module's top imports torch: listing the zoo stays light.
 """
 from __future__ import annotations
 
@@ -14,11 +15,8 @@ import os
 import re
 from pathlib import Path
 
-from safetensors.torch import load_file
-
-from sezoo.models import create_model
-from sezoo.nn.quant import apply_quantization
 from sezoo.zoo.download import cache_dir, fetch, join_url
+from sezoo.zoo.entry import FORMAT, ZooEntry, lineage
 
 REGISTRY = Path(__file__).with_name("registry.json")
 RELEASE_DIR = Path(__file__).resolve().parents[2] / "release"
@@ -34,25 +32,32 @@ def base_url() -> str:
                        "SEZOO_ZOO_URL to a mirror (https://..., file:///..., or hf://ORG/REPO).")
 
 
-def read_registry(path: Path | None = None) -> list[dict]:
+def read_registry(path: Path | None = None) -> list[ZooEntry]:
     path = path or REGISTRY
     if not path.exists():
         return []
-    return json.loads(path.read_text())["models"]
+    try:
+        models = json.loads(path.read_text())["models"]
+    except (json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"{path}: not a sezoo registry ({err})") from err
+    return [ZooEntry.from_dict(e) for e in models]
 
 
-def write_registry(entries: list[dict], path: Path) -> None:
+def write_registry(entries: list[ZooEntry], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    entries = sorted(entries, key=lambda e: e["name"])
-    path.write_text(json.dumps({"format": 1, "models": entries}, indent=1) + "\n")
+    entries = sorted(entries, key=lambda e: e.name)
+    known = {e.name: e for e in entries}
+    for entry in entries:
+        lineage(entry, known)  # every parent is in the same registry, and no lineage loops
+    path.write_text(json.dumps({"format": FORMAT, "models": [e.to_dict() for e in entries]}, indent=1) + "\n")
 
 
-def list_models() -> list[dict]:
+def list_models() -> list[ZooEntry]:
     return read_registry()
 
 
-def get_entry(name: str) -> dict:
-    entries = {e["name"]: e for e in read_registry()}
+def get_entry(name: str) -> ZooEntry:
+    entries = {e.name: e for e in read_registry()}
     if name not in entries:
         close = difflib.get_close_matches(name, entries, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -60,53 +65,61 @@ def get_entry(name: str) -> dict:
     return entries[name]
 
 
+def entry_lineage(name: str) -> list[str]:
+    """``name`` and its ancestors, nearest first (``[int8, pruned, fp32]``)."""
+    return lineage(get_entry(name), {e.name: e for e in read_registry()})
+
+
+def _cached(file) -> Path:
+    return cache_dir() / "files" / f"{file.sha256}{Path(file.name).suffix}"
+
+
 def download(name: str) -> list[Path]:
     """Fetch (or find in the cache) every file of an entry, verified; returns their cache paths."""
     entry = get_entry(name)
     base = base_url()
-    paths = []
-    for f in entry["files"]:
-        suffix = Path(f["name"]).suffix
-        paths.append(fetch(join_url(base, f["name"]), cache_dir() / "files" / f"{f['sha256']}{suffix}",
-                           f["sha256"], f.get("size")))
-    return paths
+    return [fetch(join_url(base, f.name), _cached(f), f.sha256, f.size) for f in entry.files]
+
+
+def weights_path(name: str) -> Path:
+    """The entry's weight file in the cache (fetched and verified if needed)."""
+    entry = get_entry(name)
+    return fetch(join_url(base_url(), entry.weights.name), _cached(entry.weights), entry.weights.sha256, entry.weights.size)
 
 
 def load(name: str):
     """A ready model in eval mode, with ``enhance(waveform, sample_rate)``, ``cost`` and ``zoo_entry``."""
+    from sezoo.weights import build_model
+
     entry = get_entry(name)
-    (weights,) = [p for p in download(name) if p.suffix == ".safetensors"]  # the JSON sidecar is for users
-    model = create_model(entry["arch"], **entry["kwargs"])
-    model.load_state_dict(load_file(str(weights)), strict=True)
-    if entry.get("quantization"):
-        apply_quantization(model, entry["quantization"])
-    if entry.get("operating_point"):
-        model.set_operating_point(**entry["operating_point"])
-    model.eval()
+    download(name)  # every file verified, the JSON sidecar too (it is for users who skip the registry)
+    model = build_model(entry.arch, entry.kwargs, weights_path(name), entry.quantization, entry.operating_point)
     model.zoo_entry = entry
-    model.cost = entry["cost"]
+    model.cost = entry.cost
     return model
 
 
 def _fmt(value, digits=3):
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else ("undefined" if value is None else str(value))
 
 
-def model_card(entry: dict) -> str:
-    """The model card, written from the registry entry (whose figures come from results.json)."""
-    metrics, inputs, cost = entry["metrics"], entry["input_metrics"], entry["cost"]
+def model_card(entry: ZooEntry, ancestry: list[str] | None = None) -> str:
+    """The model card, written from the entry (whose figures come from the run's results.json)."""
+    metrics, inputs, cost = entry.metrics, entry.input_metrics, entry.cost
+    ancestry = ancestry or [entry.name] + ([entry.parent] if entry.parent else [])
     lines = [
-        f"# {entry['name']}",
+        f"# {entry.name}",
         "",
-        entry.get("description", ""),
+        entry.description,
         "",
-        f"- recipe: `recipes/{entry['recipe']}` ({entry.get('method', '')})",
-        f"- architecture: `{entry['arch']}` {json.dumps(entry['kwargs'])}",
-        f"- operating point: {json.dumps(entry.get('operating_point'))}",
-        f"- sample rate: {entry['sample_rate']} Hz",
-        f"- training data: {entry['training']['data']}",
-        f"- command: `{entry['training']['command']}`",
-        f"- evaluated on: {entry['evaluated_on']}",
+        f"- recipe: `recipes/{entry.recipe}` ({entry.paper.title})",
+        f"- architecture: `{entry.arch}` {json.dumps(entry.kwargs)}",
+        f"- operating point: {json.dumps(entry.operating_point)}",
+        f"- lineage: {' <- '.join(f'`{n}`' for n in ancestry)}" if entry.parent else "- lineage: trained from scratch",
+        f"- sample rate: {entry.sample_rate} Hz",
+        f"- training data: {entry.training.data}",
+        f"- command: `{entry.training.command}`",
+        f"- evaluated on: {entry.evaluated_on}",
         "",
         "| | PESQ-WB | STOI | SI-SDR (dB) | SDR (dB) |",
         "|---|---|---|---|---|",
@@ -118,11 +131,11 @@ def model_card(entry: dict) -> str:
         f"Cost: {cost['macs_per_second'] / 1e6:.2f} MMAC/s executed on the evaluation audio, "
         f"{cost['params']:,} parameters, {cost['model_bytes']:,} deployable bytes.",
     ]
-    if "utilization" in entry:
-        lines.append(f"Mean utilization (fraction of the dynamic capacity computed): {entry['utilization']['mean']:.3f}.")
-    if entry.get("quantization"):
-        bits = sorted({s["bits"] for s in entry["quantization"].values()})
+    if entry.utilization:
+        lines.append(f"Mean utilization (fraction of the dynamic capacity computed): {entry.utilization['mean']:.3f}.")
+    if entry.quantization:
+        bits = sorted({s["bits"] for s in entry.quantization.values()})
         lines.append(f"Quantized (fake-quantized weights and activations at {'/'.join(map(str, bits))} bits; "
                      f"deployable bytes at those widths).")
-    lines += ["", f"Licence: {entry['licence']}", "", f"Citation: {entry['citation']}", ""]
+    lines += ["", f"Licence: {entry.licence}", "", f"Citation: {entry.paper.citation}", ""]
     return "\n".join(lines)
