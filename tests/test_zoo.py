@@ -115,14 +115,18 @@ def test_file_and_hf_schemes(tmp_path, monkeypatch):
     assert calls == [("org/repo", "w/a.bin")]
 
 
+# The tiny run's own command names pytest's temporary folders, which publish refuses (tested below).
+TINY_COMMAND = "python recipes/dyncp/train.py stage=dense model.channels=16"
+
+
 @pytest.fixture
 def published(trained, tmp_path, monkeypatch):
     """The tiny trained run published twice (two names, one weight file) into a private zoo."""
     run_dir, _, _ = trained
     release, package_registry = tmp_path / "release", tmp_path / "registry.json"
-    for name in ("dyncp/tiny-a", "dyncp/tiny-b"):
+    for name, parent in (("dyncp/tiny-a", []), ("dyncp/tiny-b", ["--parent", "dyncp/tiny-a"])):
         assert sezoo_main(["zoo", "publish", str(run_dir), "--name", name, "--to", str(release),
-                           "--registry", str(package_registry)]) == 0
+                           "--registry", str(package_registry), *parent, "--command", TINY_COMMAND]) == 0
     monkeypatch.setattr(registry, "REGISTRY", package_registry)
     monkeypatch.setenv("SEZOO_ZOO_URL", release.as_uri())
     monkeypatch.setenv("SEZOO_CACHE", str(tmp_path / "cache"))
@@ -137,9 +141,12 @@ def test_publish_writes_weights_card_entry_once(published, capsys):
     assert entries["dyncp/tiny-b"]["files"][0] == entries["dyncp/tiny-a"]["files"][0]  # one weight file
     sidecar = json.loads((release / "dyncp-tiny-b.json").read_text())
     assert sidecar["arch"] == "convfsenet" and sidecar["weights"]["name"] == "dyncp-tiny-a.safetensors"
-    assert entries["dyncp/tiny-a"]["metrics"] == results["metrics"] and "ICASSP 2025" in entries["dyncp/tiny-a"]["citation"]
+    assert entries["dyncp/tiny-a"]["metrics"] == results["metrics"]
+    assert "ICASSP 2025" in entries["dyncp/tiny-a"]["paper"]["citation"]  # the recipe's declaration, via results.json
+    assert entries["dyncp/tiny-b"]["parent"] == "dyncp/tiny-a" and "parent" not in entries["dyncp/tiny-a"]
     card = (release / "dyncp-tiny-a.md").read_text()
     assert f"{results['metrics']['pesq_wb']:.3f}" in card and "train.py" in card
+    assert "lineage: `dyncp/tiny-b` <- `dyncp/tiny-a`" in (release / "dyncp-tiny-b.md").read_text()
     assert sezoo_main(["zoo", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert {e["name"] for e in listed} == {"dyncp/tiny-a", "dyncp/tiny-b"}
@@ -163,6 +170,35 @@ def test_load_by_name_then_offline(published, tiny_corpus, tmp_path, monkeypatch
     assert json.loads(out.read_text())["model"] == "dyncp/tiny-a"
 
 
+def test_lineage_names_existing_entries_only(published, capsys):
+    run_dir, release = published
+    assert zoo.entry_lineage("dyncp/tiny-b") == ["dyncp/tiny-b", "dyncp/tiny-a"]
+    assert sezoo_main(["zoo", "publish", str(run_dir), "--name", "dyncp/tiny-c", "--to", str(release),
+                       "--parent", "dyncp/nothing", "--command", TINY_COMMAND]) == 2
+    assert "--parent 'dyncp/nothing' is not in" in capsys.readouterr().err
+    assert not (release / "dyncp-tiny-c.md").exists()
+
+
+def test_a_command_naming_machine_paths_is_not_published(published, capsys):
+    run_dir, release = published
+    assert sezoo_main(["zoo", "publish", str(run_dir), "--name", "dyncp/tiny-d", "--to", str(release)]) == 2
+    assert "names this machine's folders" in capsys.readouterr().err  # the recorded one: pytest's tmp folders
+    assert sezoo_main(["zoo", "publish", str(run_dir), "--name", "dyncp/tiny-d", "--to", str(release),
+                       "--command", "python recipes/dyncp/train.py init_from=/home/me/runs/x"]) == 2
+    assert "/home/me/runs/x" in capsys.readouterr().err
+
+
+def test_zoo_list_stays_light():
+    """Listing the zoo imports neither the training stack nor torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sezoo.cli import main; main(['zoo', 'list']); "
+            "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'torchaudio', 'requests') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "dyncp/mini-dense" in out and "HEAVY []" in out
+
+
 def test_unknown_name_suggests(published, capsys):
     assert sezoo_main(["zoo", "info", "dyncp/tiny-aa"]) == 2
     assert "Did you mean dyncp/tiny-a" in capsys.readouterr().err
@@ -180,7 +216,7 @@ def test_hf_publish_uploads_weights_card_and_registry(trained, monkeypatch):
             raise huggingface_hub.utils.EntryNotFoundError("new repo")
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    zoo.publish(trained[0], "dyncp/tiny-hf", "hf://org/zoo")
+    zoo.publish(trained[0], "dyncp/tiny-hf", "hf://org/zoo", command=TINY_COMMAND)
     assert uploads == [("org/zoo", "dyncp-tiny-hf.safetensors"), ("org/zoo", "dyncp-tiny-hf.json"),
                        ("org/zoo", "dyncp-tiny-hf.md"), ("org/zoo", "registry.json")]
 
@@ -188,13 +224,43 @@ def test_hf_publish_uploads_weights_card_and_registry(trained, monkeypatch):
 def test_shipped_registry_matches_reality():
     """Every shipped entry loads from the release folder with the params, bytes and MACs it claims."""
     entries = registry.read_registry()
-    assert {"dyncp/mini-dense", "dyncp/mini-keep25"} <= {e["name"] for e in entries}
+    assert {"dyncp/mini-dense", "dyncp/mini-keep25"} <= {e.name for e in entries}
     for entry in entries:
-        model = zoo.load(entry["name"])
-        cost = entry["cost"]
-        assert count_params(model) == cost["params"], entry["name"]
-        assert deployable_bytes(model, model_bit_widths(model)).total == cost["model_bytes"], entry["name"]
+        model = zoo.load(entry.name)
+        cost = entry.cost
+        assert count_params(model) == cost["params"], entry.name
+        assert deployable_bytes(model, model_bit_widths(model)).total == cost["model_bytes"], entry.name
         static = cost.get("max_macs_per_second", cost["macs_per_second"])
-        assert static_macs_per_second(model, entry["sample_rate"]) == static, entry["name"]
-        if "utilization" in entry:  # executed MACs follow from the measured utilization
+        assert static_macs_per_second(model, entry.sample_rate) == static, entry.name
+        if entry.utilization:  # executed MACs follow from the measured utilization
             assert cost["macs_per_second"] < static
+    assert zoo.entry_lineage("tinylstm/mini-pruned-int8-skip") == [
+        "tinylstm/mini-pruned-int8-skip", "tinylstm/mini-pruned-int8", "tinylstm/mini-pruned", "tinylstm/mini-fp32"]
+    assert registry.read_registry(registry.RELEASE_DIR / "registry.json") == entries
+
+
+def test_committed_json_and_commands_name_no_machine_paths():
+    """Published commands and committed JSON are read on other machines: no absolute folders in them."""
+    import subprocess
+
+    from sezoo.zoo.publish import machine_paths
+
+    repo = Path(__file__).resolve().parents[1]
+    for entry in registry.read_registry():
+        assert not machine_paths(entry.training.command), (entry.name, entry.training.command)
+    tracked = subprocess.run(["git", "ls-files", "*.json"], cwd=repo, capture_output=True, text=True).stdout.split()
+    assert tracked, "git ls-files found no JSON"
+
+    def strings(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+
+    for name in tracked:
+        found = [s for s in strings(json.loads((repo / name).read_text())) if machine_paths(s)]
+        assert not found, (name, found[:3])

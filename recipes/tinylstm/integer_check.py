@@ -201,6 +201,7 @@ def compare(model: TinyLSTM, waveform: torch.Tensor, folder: Path | None = None)
 def main(argv: list[str] | None = None) -> dict:
     from sezoo.data.audio import read_audio
     from sezoo.export import load_exported
+    from sezoo.training import portable
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a stage-int8 run folder (or its export)")
@@ -208,12 +209,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", help="folder for integer.safetensors and integer_check.json (default: the model's)")
     args = parser.parse_args(argv)
     model = load_exported(args.model)
-    if not isinstance(model, TinyLSTM) or model.kwargs["skip"]:
+    if not isinstance(model, TinyLSTM) or model.skip_updates:
         sys.exit(f"error: {args.model} is not a TinyLSTM without skip gates (use the pruned-int8 stage)")
     waveform = read_audio(args.wav, model.sample_rate)
     folder = Path(args.out or args.model)
     report = compare(model, waveform, folder)
-    report["wav"] = args.wav
+    report["wav"] = portable(str(Path(args.wav).resolve()))  # no machine paths in a committed report
     (folder / "integer_check.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     return report
