@@ -61,11 +61,18 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, torch.Tenso
     initialisation. Any other missing key, and any unexpected one, raises :class:`WeightsError`."""
     state, label = read_state(source)
     new_keys = tuple(new_keys)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not any(fnmatch.fnmatchcase(k, p) for p in new_keys)]
-    if missing or unexpected:
+    own = model.state_dict()
+    # Shapes first: load_state_dict raises a bare RuntimeError on them, which names no setting.
+    reshaped = [f"{k} {list(state[k].shape)} in the weights, {list(v.shape)} here"
+                for k, v in own.items() if k in state and state[k].shape != v.shape]
+    missing = [k for k in own if k not in state and not any(fnmatch.fnmatchcase(k, p) for p in new_keys)]
+    unexpected = [k for k in state if k not in own]
+    if not reshaped:
+        model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    if missing or unexpected or reshaped:
         arch = getattr(model, "arch_name", type(model).__name__)
         parts = ([f"missing {_listed(missing)}"] if missing else []) + ([f"unexpected {_listed(unexpected)}"] if unexpected else [])
+        parts += [f"wrong shape {_listed(reshaped, 3)}"] if reshaped else []
         allowed = f" (new keys allowed: {', '.join(new_keys)})" if new_keys else ""
         raise WeightsError(f"{label}: the weights do not fit this {arch} {json.dumps(getattr(model, 'kwargs', {}))}: "
                            f"{'; '.join(parts)}{allowed}. The model settings must match the run the weights come from.")

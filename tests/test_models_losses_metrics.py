@@ -74,3 +74,36 @@ def test_dnsmos_offline_scores_noise_lower():
     assert set(clean_scores) == {"dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovr"}
     assert all(1.0 <= v <= 5.0 for v in clean_scores.values())
     assert noisy_scores["dnsmos_bak"] < clean_scores["dnsmos_bak"] - 0.5
+
+
+def test_every_model_records_its_constructor_arguments():
+    """capture_init, once in SEModel: create_model(arch, **model.kwargs) rebuilds the same network."""
+    import json
+
+    from sezoo.models import SEModel, create_model, list_models, register_model
+
+    small = {"convfsenet": {"channels": 8, "dilations": (1,)}, "tinylstm": {"hidden": (8, 4)},
+             "slimdemucs": {"hidden": 4, "depth": 2, "utilization_factors": (0.5, 1.0)}}
+    for arch in list_models():
+        if arch not in small:
+            continue
+        model = create_model(arch, **small[arch])
+        json.dumps(model.kwargs)  # JSON-ready: tuples became lists
+        rebuilt = create_model(arch, **model.kwargs)
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+        assert model.min_samples >= 1 and model.hop_samples >= 1
+    assert set(small) <= set(list_models())
+
+    class Base(SEModel):
+        def __init__(self, width: int = 3, **extra):
+            super().__init__()
+            self.width = width
+
+    class Wider(Base):
+        def __init__(self, width: int = 5, depth: int = 2):
+            super().__init__(width=width, note="inner")
+
+    assert Base(4, note="x").kwargs == {"width": 4, "note": "x"}
+    assert Wider().kwargs == {"width": 5, "depth": 2}  # the outermost class records, not its parent
+    with pytest.raises(ValueError, match="single operating point"):
+        Base().set_operating_point(uf=0.5)

@@ -92,3 +92,14 @@ def test_wandb_logs_offline_without_a_login(tiny_corpus, tmp_path, monkeypatch):
             f"data.root={tiny_corpus}", f"run.dir={tmp_path}", "run.name=w"]
     _recipe("dyncp").main(args)
     assert list((tmp_path / "dyncp" / "w" / "wandb").glob("offline-run-*"))
+
+
+def test_recorded_commands_name_no_machine_folders(tmp_path, monkeypatch):
+    from sezoo.training import recipe_command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SEZOO_DATA", str(tmp_path / "data"))
+    command = recipe_command("dyncp", [f"init_from={tmp_path}/runs/dyncp/a-dense", f"data.root={tmp_path}/data/x",
+                                       "trainer.max_epochs=3", "run.dir=/elsewhere/runs"])
+    assert command == ("python recipes/dyncp/train.py init_from=runs/dyncp/a-dense 'data.root=$SEZOO_DATA/x' "
+                       "trainer.max_epochs=3 run.dir=/elsewhere/runs")
