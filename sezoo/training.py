@@ -153,7 +153,7 @@ def portable(value: str) -> str:
         return value
     path = Path(value)
     data = os.environ.get("SEZOO_DATA")
-    for base, prefix in ((Path.cwd(), ""), (Path(data) if data else None, "$SEZOO_DATA/")):
+    for base, prefix in ((Path(data) if data else None, "$SEZOO_DATA/"), (Path.cwd(), "")):
         if base is not None and path.is_relative_to(base.resolve()):
             return prefix + (path.relative_to(base.resolve()).as_posix() or ".")
     return value

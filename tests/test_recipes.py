@@ -76,3 +76,13 @@ def test_a_stage_without_its_start_and_weights_that_do_not_fit_are_named(tmp_pat
     with contextlib.redirect_stderr(io.StringIO()) as err:
         assert run_cli(dyncp.main, ["stage=gated"]) == 2
     assert "stage=gated starts from a dense run: set init_from" in err.getvalue()
+
+
+SKELETON = ("## Run it", "## The method as implemented", "## Choices where the paper is silent", "## Results", "## Zoo")
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_readme_has_the_shared_skeleton(name):
+    headings = [line for line in (REPO / "recipes" / name / "README.md").read_text().splitlines() if line.startswith("## ")]
+    positions = [next((i for i, h in enumerate(headings) if h.startswith(want)), -1) for want in SKELETON]
+    assert -1 not in positions and positions == sorted(positions), headings
