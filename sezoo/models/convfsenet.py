@@ -64,6 +64,23 @@ class ResidualBlock(nn.Module):
 
 @register_model("convfsenet")
 class ConvFSENet(SEModel):
+    """Conv-FSENet (module docstring: the network and its gates).
+
+    Args:
+        n_fft: STFT size (hann window); 512 at 16 kHz is 32 ms.
+        hop: STFT hop in samples; the frame rate the MAC count is per.
+        channels: C, the width between residual blocks.
+        hidden: H, each block's hidden width (the channels DynCP gates).
+        stacks: how many times the dilation pattern repeats.
+        dilations: the depthwise convolutions' dilations within a stack.
+        kernel_size: the depthwise convolutions' kernel.
+        causal: pad the depthwise convolutions on the left only (streamable, no look-ahead).
+        compression: the input is ``|STFT| ** compression``.
+        gate_hidden: width of each block's gate net; 0: no gates (the dense model).
+        gate_estimator: ``ste`` (straight-through sigmoid) or ``gumbel`` (Gumbel-sigmoid).
+        sample_rate: the rate the model was trained at.
+    """
+
     def __init__(
         self,
         n_fft: int = 512,

@@ -223,6 +223,26 @@ class GroupedGRU(nn.Module):
 
 @register_model("slimdemucs")
 class SlimmableDemucs(SEModel):
+    """Causal DEMUCS whose blocks run at utilization factors (UF), optionally routed per frame.
+
+    Args:
+        hidden: channels of the first encoder block (DEMUCS' H).
+        depth: encoder / decoder blocks.
+        kernel_size: kernel of the strided convolutions.
+        stride: stride of the strided convolutions.
+        resample: input upsampling factor (1, 2 or 4), DEMUCS' sinc resampling.
+        growth: channel growth per block.
+        gru_groups: the bottleneck's grouped GRUs (groups of channels).
+        gru_layers: GRU layers in the bottleneck.
+        floor: added to the input's standard deviation when normalising.
+        normalize: divide the input by its standard deviation (restored at the output).
+        utilization_factors: the widths the blocks can run at (fractions of their filters).
+        router: add the Gumbel-softmax router that picks the UF per frame.
+        router_channels: the router's convolution width.
+        rescale: DEMUCS' rescaled initialisation reference (0: none).
+        sample_rate: the rate the model was trained at.
+    """
+
     def __init__(self, hidden: int = 32, depth: int = 5, kernel_size: int = 8, stride: int = 4, resample: int = 4,
                  growth: int = 2, gru_groups: int = 8, gru_layers: int = 2, floor: float = 1e-3,
                  normalize: bool = True, utilization_factors: tuple[float, ...] = UTILIZATION_FACTORS,

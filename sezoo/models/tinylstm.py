@@ -165,6 +165,19 @@ class QuantLSTMLayer(nn.Module):
 
 @register_model("tinylstm")
 class TinyLSTM(SEModel):
+    """The TinyLSTMs mask estimator: ``|STFT|^compression`` -> LSTM layers -> FC -> sigmoid mask.
+
+    Args:
+        n_fft: STFT size (hann window).
+        hop: STFT hop in samples (one LSTM step per hop).
+        hidden: units per LSTM layer (pruning shrinks them; ``compact()`` rebuilds with the kept ones).
+        compression: the input is ``|STFT| ** compression``.
+        prune: give each layer a trainable threshold over its units' weight groups.
+        prune_temperature: sigmoid relaxation of the keep decision, in units of group norm.
+        skip: Skip-RNN update gates per layer (in eval only the updating rows are computed).
+        sample_rate: the rate the model was trained at.
+    """
+
     def __init__(self, n_fft: int = 512, hop: int = 256, hidden: tuple[int, ...] = (256, 256),
                  compression: float = 0.3, prune: bool = False, prune_temperature: float = 0.05,
                  skip: bool = False, sample_rate: int = 16000):
