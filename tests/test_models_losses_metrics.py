@@ -80,7 +80,7 @@ def test_every_model_records_its_constructor_arguments():
     """capture_init, once in SEModel: create_model(arch, **model.kwargs) rebuilds the same network."""
     import json
 
-    from sezoo.models import SEModel, create_model, list_models, register_model
+    from sezoo.models import SEModel, create_model, list_models
 
     small = {"convfsenet": {"channels": 8, "dilations": (1,)}, "tinylstm": {"hidden": (8, 4)},
              "slimdemucs": {"hidden": 4, "depth": 2, "utilization_factors": (0.5, 1.0)}}

@@ -12,7 +12,6 @@ what ran (router included) on the test audio for dynamic models.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
