@@ -17,7 +17,7 @@ def _data_prepare(args) -> None:
     from sezoo.data.datamodule import data_root
 
     root = data_root(args.root)
-    missing = mini.missing_packages(mini.DEFAULT_SOUNDS_DIR, mini.DEFAULT_MOH_DIR, mini.FLITE_VOICES)
+    missing = mini.missing_packages()
     if missing:
         if not args.install_deps:
             raise mini.MissingSources(missing)
@@ -25,9 +25,10 @@ def _data_prepare(args) -> None:
         mini.install_packages(missing)
     folder = mini.build_mini(root, seed=args.seed, progress=not args.quiet)
     summary = mini.info(folder)
-    print(f"mini corpus ready at {folder}: {summary['speech_minutes']} min of speech, {summary['voices']} voices "
-          f"({summary['recorded_voices']} recorded), {summary['noise_categories']} noise categories, "
-          f"splits {summary['splits']}")
+    print(f"mini corpus ready at {folder}: {summary['speech_minutes']} min of speech "
+          f"({summary['recorded_speech_minutes']} recorded), {summary['voices']} voices ({summary['recorded_voices']} "
+          f"recorded, in {len(summary['languages'])} languages), noise: {len(summary['real_noise_categories'])} "
+          f"recorded categories + {len(summary['synthetic_noise_categories'])} synthetic, splits {summary['splits']}")
 
 
 def _data_info(args) -> None:

@@ -47,9 +47,16 @@ def make_pairs(folder: Path, count: int, seed: int, seconds: float = 1.5, snr_db
 def tiny_corpus(tmp_path_factory) -> Path:
     """A data root holding a corpus in the `mini` layout (generated, a few seconds per split)."""
     root = tmp_path_factory.mktemp("data")
-    for split, count, seed in (("train", 8, 1), ("val", 2, 2), ("test", 2, 3)):
+    for split, count, seed in (("val", 2, 2), ("test", 2, 3)):
         make_pairs(root / "mini" / split, count, seed)
-    (root / "mini" / "manifest.json").write_text(json.dumps({"utterances": []}))
+    rng = np.random.default_rng(1)
+    for i in range(8):  # training material, mixed on the fly: speech, noise by category (no rooms)
+        write_audio(root / "mini" / "train" / "speech" / f"utt{i:03d}.wav", speech_like(rng, 1.5), SR)
+    for category in ("street", "babble"):
+        for i in range(2):
+            write_audio(root / "mini" / "train" / "noise" / category / f"n{i}.wav",
+                        0.1 * rng.standard_normal(SR).astype(np.float32), SR)
+    (root / "mini" / "manifest.json").write_text(json.dumps({"version": 2, "utterances": []}))
     return root
 
 

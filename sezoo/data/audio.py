@@ -82,11 +82,12 @@ def write_audio(path: str | Path, waveform: torch.Tensor | np.ndarray, sample_ra
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
-def list_audio(folder: str | Path) -> list[Path]:
+def list_audio(folder: str | Path, recursive: bool = False) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise AudioError(f"{folder}: no such folder.")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    files = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in files if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
 
 
 def match_folders(noisy_dir: str | Path, clean_dir: str | Path) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:

@@ -1,17 +1,17 @@
 """LightningDataModules for SE: the embedded `mini` corpus, VoiceBank+DEMAND, paired folders, and
-DNS-style on-the-fly mixing (speechbrain's AddNoise / AddReverb).
+DNS-style on-the-fly mixing of a user's folders (the one mixer, `sezoo.data.mixing`).
 
 Every corpus yields ``(noisy, clean)`` waveform pairs at the model's rate: random fixed-length
 segments for training, whole utterances (batch 1, so no padding enters a metric) for val and test.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -25,7 +25,7 @@ DATA_PRESETS = {
 }
 # What a model trained on each corpus inherits from the corpus' terms (results.json and model cards quote it).
 DATA_TERMS = {
-    "mini": "trained on the sezoo `mini` corpus, a derived work of CC-BY-SA-3.0 recordings (see the corpus' ATTRIBUTION.md)",
+    "mini": "trained on the sezoo `mini` corpus (version 2), built from CC-BY-SA-3.0 and GPL-2+ recordings (see the corpus' ATTRIBUTION.md)",
     "vbdemand": "trained on VoiceBank+DEMAND (CC-BY-4.0)",
     "folder": "trained on the user's own folder of pairs, whose terms apply",
     "dns": "trained on DNS-style mixtures of the user's own folders, whose terms apply",
@@ -83,80 +83,52 @@ def _crop(signals: list[torch.Tensor], segment: int) -> list[torch.Tensor]:
     return [torch.nn.functional.pad(s, (0, segment - n)) for s in signals]
 
 
-class DNSMixingDataset(Dataset):
-    """DNS-challenge-style dynamic mixing: clean speech + a random noise at a random SNR (+ a RIR).
+class MixingDataset(Dataset):
+    """Fresh mixtures of clean speech files with a noise bank (and rooms), drawn by `sezoo.data.mixing.mix`.
 
-    Mixing and reverberation are speechbrain's ``AddNoise`` and ``AddReverb`` driven by CSV manifests
-    that this class writes. With ``fixed_seed`` every item is the same mixture on every call (val/test).
+    Training (``fixed_seed=None``) draws every choice anew on every call, from torch's generator (so
+    ``seed_everything`` and Lightning's worker seeding make a run repeatable) and never shows a model
+    the same mixture twice. With ``fixed_seed`` item ``i`` is one fixed mixture (validation and test).
     """
 
-    def __init__(self, clean_files: list[Path], noise_files: list[Path], rir_files: list[Path],
-                 manifest_dir: Path, sample_rate: int, segment: int | None, snr_low: float, snr_high: float,
-                 items: int, fixed_seed: int | None = None):
-        from speechbrain.augment.time_domain import AddNoise, AddReverb
-
-        if not clean_files or not noise_files:
-            raise AudioError("dns mixing needs at least one clean and one noise file")
-        self.clean_files, self.sample_rate, self.segment = clean_files, sample_rate, segment
-        self.snr_low, self.snr_high, self.items, self.fixed_seed = snr_low, snr_high, items, fixed_seed
-        manifest_dir.mkdir(parents=True, exist_ok=True)
-        self.add_noise = AddNoise(csv_file=str(_write_manifest(manifest_dir, "noise", noise_files)),
-                                  snr_low=snr_low, snr_high=snr_high, pad_noise=True,
-                                  noise_sample_rate=sample_rate, clean_sample_rate=sample_rate)
-        self.add_reverb = (AddReverb(csv_file=str(_write_manifest(manifest_dir, "rir", rir_files)),
-                                     reverb_sample_rate=sample_rate, clean_sample_rate=sample_rate)
-                           if rir_files else None)
+    def __init__(self, speech_files: list[Path], noises, rooms, settings, sample_rate: int,
+                 segment: int | None, items: int, fixed_seed: int | None = None):
+        if not speech_files:
+            raise AudioError("mixing needs at least one clean speech file")
+        self.speech_files, self.noises, self.rooms, self.settings = speech_files, noises, rooms, settings
+        self.sample_rate, self.segment, self.items, self.fixed_seed = sample_rate, segment, items, fixed_seed
 
     def __len__(self) -> int:
         return self.items
 
     def __getitem__(self, index: int):
+        from sezoo.data.mixing import mix
+
         if self.fixed_seed is None:
-            return self._mix(int(torch.randint(len(self.clean_files), ())))
-        with torch.random.fork_rng():
-            torch.manual_seed(self.fixed_seed * 1_000_003 + index)
-            # speechbrain draws noises (and RIRs) from a loader it keeps iterating across calls;
-            # a fresh, freshly seeded iterator makes a fixed item pick the same noise every time.
-            for augment in (self.add_noise, self.add_reverb):
-                if hasattr(augment, "data_loader"):
-                    augment.noise_data = augment.rir_data = iter(augment.data_loader)
-            return self._mix(index % len(self.clean_files))
-
-    def _mix(self, file_index: int):
-        path = self.clean_files[file_index]
-        clean = read_audio(path, self.sample_rate, 512)
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+            file_index = int(rng.integers(len(self.speech_files)))
+        else:
+            rng = np.random.default_rng([self.fixed_seed, index])
+            file_index = index % len(self.speech_files)
+        path = self.speech_files[file_index]
+        speech = read_audio(path, self.sample_rate, 512).numpy()
         if self.segment is not None:
-            (clean,) = _crop([clean], self.segment)
-        clean = clean.unsqueeze(0)
-        if self.add_reverb is not None:
-            clean = self.add_reverb(clean)
-        # AddNoise scales the speech inside the mixture by (1 - f), f = 1 / (10^(snr/20) + 1), with
-        # an SNR it draws as its first random number. Replaying that draw gives the exact clean
-        # component of the mixture, so the training target matches the speech the model hears.
-        state = torch.get_rng_state()
-        noisy = self.add_noise(clean, torch.ones(1))
-        after = torch.get_rng_state()
-        torch.set_rng_state(state)
-        snr = torch.rand(1, 1) * (self.snr_high - self.snr_low) + self.snr_low
-        torch.set_rng_state(after)
-        target = clean * (1 - 1 / (10 ** (snr / 20) + 1))
-        return noisy[0], target[0], f"{path.stem}-{file_index}"
+            speech = _crop_active(rng, speech, self.segment)
+        mixture = mix(speech, rng, self.noises, self.rooms, self.settings, self.sample_rate)
+        return torch.from_numpy(mixture.noisy), torch.from_numpy(mixture.target), f"{path.stem}-{index}"
 
 
-def _write_manifest(folder: Path, kind: str, files: list[Path]) -> Path:
-    import soundfile as sf
-
-    path = folder / f"{kind}.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["ID", "duration", "wav", "wav_format", "wav_opts"])  # speechbrain's CSV layout
-        for i, f in enumerate(files):
-            try:
-                duration = sf.info(str(f)).duration
-            except RuntimeError as err:
-                raise AudioError(f"{f}: cannot be read as audio ({err})") from err
-            writer.writerow([f"{kind}{i:06d}", f"{duration:.3f}", str(f.resolve()), f.suffix.lstrip("."), ""])
-    return path
+def _crop_active(rng: np.random.Generator, speech: np.ndarray, segment: int, tries: int = 8) -> np.ndarray:
+    """A ``segment``-long excerpt that holds speech (KLettres utterances pause between letters)."""
+    if len(speech) <= segment:
+        return np.pad(speech, (0, segment - len(speech)))
+    peak = np.abs(speech).max()
+    for _ in range(tries):
+        start = int(rng.integers(0, len(speech) - segment + 1))
+        piece = speech[start : start + segment]
+        if np.abs(piece).max() > 0.1 * peak:
+            break
+    return piece
 
 
 def _split_by_name(pairs: list, val_fraction: float, test_fraction: float) -> dict[str, list]:
@@ -178,12 +150,6 @@ class SEDataModule(L.LightningDataModule):
     # ----------------------------------------------------------- pairs per corpus
     def split_pairs(self) -> dict[str, list[tuple[Path, Path]]]:
         name = self.cfg.name
-        if name == "mini":
-            base = data_root(self.cfg.root) / "mini"
-            if not (base / "manifest.json").exists():
-                raise FileNotFoundError(f"{base}: the mini corpus is not built. Run `sezoo data prepare mini` "
-                                        f"(set SEZOO_DATA or data.root to build it elsewhere).")
-            return {s: pair_folders(base / s / "noisy", base / s / "clean") for s in ("train", "val", "test")}
         if name == "vbdemand":
             return self._vbdemand()
         if name == "folder":
@@ -226,8 +192,8 @@ class SEDataModule(L.LightningDataModule):
         if self.datasets:
             return
         sr, seg = self.sample_rate, self.segment
-        if self.cfg.name == "dns":
-            self._setup_dns()
+        if self.cfg.name in ("mini", "dns"):
+            self._setup_mixing()
             return
         splits = self.split_pairs()
         self.datasets = {
@@ -236,26 +202,57 @@ class SEDataModule(L.LightningDataModule):
             "test": PairedDataset(splits["test"], sr, None, self.min_samples),
         }
 
-    def _setup_dns(self):
+    def mix_settings(self):
+        from sezoo.data.mixing import MixSettings
+
         cfg = self.cfg
-        if not cfg.clean_dir or not cfg.noise_dir:
-            raise ValueError("data=dns needs data.clean_dir=... and data.noise_dir=... (data.rir_dir optional)")
-        clean = _split_by_name(list_audio(cfg.clean_dir), cfg.val_fraction, cfg.test_fraction)
-        noise = list_audio(cfg.noise_dir)
-        rirs = list_audio(cfg.rir_dir) if cfg.rir_dir else []
-        manifests = data_root(cfg.root) / "manifests" / hashlib.sha256(
-            f"{cfg.clean_dir}|{cfg.noise_dir}|{cfg.rir_dir}".encode()).hexdigest()[:12]
-        common = dict(noise_files=noise, rir_files=rirs, manifest_dir=manifests, sample_rate=self.sample_rate,
-                      snr_low=cfg.snr_low, snr_high=cfg.snr_high)
-        for split in ("val", "test"):
-            if not clean[split]:
-                raise ValueError(f"data=dns: no clean files fall in the {split} split; lower data.{split}_fraction "
-                                 f"is not the fix, add clean files (found {len(list_audio(cfg.clean_dir))})")
-        self.datasets = {
-            "train": DNSMixingDataset(clean["train"], segment=self.segment, items=cfg.epoch_items, **common),
-            "val": DNSMixingDataset(clean["val"], segment=None, items=len(clean["val"]), fixed_seed=1, **common),
-            "test": DNSMixingDataset(clean["test"], segment=None, items=len(clean["test"]), fixed_seed=2, **common),
-        }
+        return MixSettings(snr_db=(cfg.snr_low, cfg.snr_high), reverb_share=cfg.reverb_share,
+                           synthetic_share=cfg.synthetic_share)
+
+    def _setup_mixing(self):
+        """`mini`: fresh training mixtures of its speech, noise and rooms, and its fixed val/test pairs;
+        `dns`: the user's clean, noise (and RIR) folders, with val and test mixtures fixed by seed."""
+        from sezoo.data.mixing import SYNTHETIC_NOISES, NoiseBank, RirBank, clips_from_folder, simulate_room
+
+        cfg, sr = self.cfg, self.sample_rate
+        settings = self.mix_settings()
+        if cfg.name == "mini":
+            from sezoo.data.mini import read_manifest
+
+            base = data_root(cfg.root) / "mini"
+            try:
+                read_manifest(base)
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"{err} (set SEZOO_DATA or data.root to use a corpus elsewhere)") from None
+            speech = list_audio(base / "train" / "speech")
+            noise_dir, rir_dir = base / "train" / "noise", base / "train" / "rir"
+        else:
+            if not cfg.clean_dir or not cfg.noise_dir:
+                raise ValueError("data=dns needs data.clean_dir=... and data.noise_dir=... (data.rir_dir optional)")
+            noise_dir, rir_dir = Path(cfg.noise_dir), Path(cfg.rir_dir) if cfg.rir_dir else None
+            clean = _split_by_name(list_audio(cfg.clean_dir), cfg.val_fraction, cfg.test_fraction)
+            for split in ("val", "test"):
+                if not clean[split]:
+                    raise ValueError(f"data=dns: no clean files fall in the {split} split; add clean files "
+                                     f"(found {len(list_audio(cfg.clean_dir))}) or raise data.{split}_fraction")
+            speech = clean["train"]
+        bank = NoiseBank(clips_from_folder(noise_dir, sr), sr, settings,
+                         synthetic=SYNTHETIC_NOISES if cfg.synthetic_share > 0 else ())
+        if rir_dir is not None and rir_dir.is_dir() and list_audio(rir_dir):
+            rooms = RirBank(list_audio(rir_dir), sr)
+        elif cfg.simulate_rooms:
+            rooms = lambda rng: simulate_room(rng, sr)  # noqa: E731
+        else:
+            rooms = None
+        self.datasets["train"] = MixingDataset(speech, bank, rooms, settings, sr, self.segment, cfg.epoch_items)
+        if cfg.name == "mini":
+            for split in ("val", "test"):
+                self.datasets[split] = PairedDataset(pair_folders(base / split / "noisy", base / split / "clean"),
+                                                     sr, None, self.min_samples)
+        else:
+            for seed, split in ((1, "val"), (2, "test")):
+                self.datasets[split] = MixingDataset(clean[split], bank, rooms, settings, sr, None,
+                                                     len(clean[split]), fixed_seed=seed)
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle,
