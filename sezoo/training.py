@@ -176,7 +176,7 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
     point is tested too and written as a sub-folder ``<run>/<name>/`` with its own results.json and
     export (the same weights), e.g. the utilization factors of a slimmable model.
     """
-    from sezoo.data.datamodule import DATA_TERMS
+    from sezoo.data.datamodule import DATA_TERMS, data_label
 
     L.seed_everything(cfg.seed, workers=True)
     run_dir = run_folder(cfg, recipe.name)
@@ -190,7 +190,7 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
     context = {
         "recipe": recipe.name, "callbacks": callbacks, "command": command or recipe_command(recipe.name, []),
         "about": {
-            "data": cfg.data.name,
+            "data": data_label(cfg.data),
             "stage": cfg.get("stage"),
             "init_from": portable(str(cfg.init_from)) if cfg.get("init_from") else None,
             "paper": {"title": recipe.paper.title, "citation": recipe.paper.citation, "url": recipe.paper.url},

@@ -37,6 +37,15 @@ VBD_TEST = ("noisy_testset_wav", "clean_testset_wav")
 VBD_VAL_SPEAKERS = ("p226", "p287")  # [ours] held out of training for validation
 
 
+def data_label(cfg) -> str:
+    """What a model was trained on, as results.json and the zoo name it: `mini` with its version."""
+    if cfg.name == "mini":
+        from sezoo.data.mini import CORPUS_VERSION
+
+        return f"mini-v{CORPUS_VERSION}"
+    return cfg.name
+
+
 def data_root(root: str | None = None) -> Path:
     if root:
         return Path(root).expanduser()
