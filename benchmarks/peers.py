@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], help="sezoo run folder, export or zoo name")
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, from: " + ", ".join(PEERS))
     parser.add_argument("--json")
+    parser.add_argument("--label", help="what the pairs are, as written in the JSON (default: the last two folders "
+                        "of --noisy, e.g. test/noisy); the JSON is committed and read on other machines")
     args = parser.parse_args()
     torch.set_num_threads(1)
     pairs, _ = match_folders(args.noisy, args.clean)
@@ -142,7 +144,7 @@ def main() -> None:
     for name, r in rows.items():
         print(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in QUALITY_KEYS) + f" | {r['rtf']:.4f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"noisy": args.noisy, "pairs": len(pairs), "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"noisy": args.label or "/".join(Path(args.noisy).parts[-2:]), "pairs": len(pairs), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":
