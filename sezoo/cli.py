@@ -79,11 +79,13 @@ def _zoo_list(args) -> None:
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=1))
         return
-    print(f"{'name':30}{'PESQ-WB':>9}{'STOI':>7}{'SI-SDR':>8}{'MMAC/s':>9}{'params':>10}{'bytes':>11}  data     parent")
+    print(f"{'name':30}{'PESQ-WB':>9}{'STOI':>7}{'SI-SDR':>8}{'MMAC/s':>9}{'params':>10}{'bytes':>11}"
+          f"{'latency':>9}  data     parent")
     for e in entries:
         m, c = e.metrics, e.cost
+        latency = "-" if e.latency_ms is None else f"{e.latency_ms:.0f} ms"
         print(f"{e.name:30}{m['pesq_wb']:9.3f}{m['stoi']:7.3f}{m['si_sdr']:8.2f}{c['macs_per_second'] / 1e6:9.2f}"
-              f"{c['params']:10,}{c['model_bytes']:11,}  {e.training.data:8} {e.parent or '-'}")
+              f"{c['params']:10,}{c['model_bytes']:11,}{latency:>9}  {e.training.data:8} {e.parent or '-'}")
 
 
 def _zoo_info(args) -> None:

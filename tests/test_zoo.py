@@ -13,6 +13,7 @@ import torch
 from sezoo import zoo
 from sezoo.cli import main as sezoo_main
 from sezoo.metrics.cost import count_params, deployable_bytes, model_bit_widths, static_macs_per_second
+from sezoo.models import create_model
 from sezoo.zoo import registry
 from sezoo.zoo.download import ZooDownloadError, fetch, sha256_of
 
@@ -147,6 +148,12 @@ def test_publish_writes_weights_card_entry_once(published, capsys):
     card = (release / "dyncp-tiny-a.md").read_text()
     assert f"{results['metrics']['pesq_wb']:.3f}" in card and "train.py" in card
     assert "lineage: `dyncp/tiny-b` <- `dyncp/tiny-a`" in (release / "dyncp-tiny-b.md").read_text()
+    sidecar_a = json.loads((release / "dyncp-tiny-a.json").read_text())
+    latency = create_model("convfsenet", **sidecar_a["kwargs"]).latency_ms  # the recorded architecture's
+    assert entries["dyncp/tiny-a"]["latency_ms"] == pytest.approx(latency) and latency >= 32.0
+    assert f"algorithmic latency: {latency:g} ms" in card
+    assert sezoo_main(["zoo", "list"]) == 0
+    assert f"{latency:.0f} ms" in capsys.readouterr().out
     assert sezoo_main(["zoo", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert {e["name"] for e in listed} == {"dyncp/tiny-a", "dyncp/tiny-b"}

@@ -13,6 +13,8 @@ and overrides, where its defaults do not fit:
 
 - ``min_samples``: the shortest input it accepts (readers refuse shorter files by name);
 - ``hop_samples``: the input samples per frame; cost measurements use whole frames;
+- ``latency_samples``: the algorithmic latency (how long after an input sample arrives its enhanced
+  sample can leave, computation taking no time);
 - ``reports_own_macs``: ``True`` when what runs depends on the input (gates, routers, skipped
   steps) and the model reports its executed MACs itself (see :mod:`sezoo.metrics.cost`);
 - ``set_operating_point(**point)``: switch among the operating points that one weight file
@@ -79,6 +81,19 @@ class SEModel(nn.Module):
         """Input samples per frame (default: the ``stft`` hop, else 1); costs are measured on whole hops."""
         stft = getattr(self, "stft", None)
         return int(getattr(stft, "hop", 1))
+
+    @property
+    def latency_samples(self) -> int:
+        """Algorithmic latency in samples at ``sample_rate`` (default: one STFT window, ``n_fft``: a frame is
+        analysed once its last sample is in, and its first hop leaves, overlap-added, after that)."""
+        stft = getattr(self, "stft", None)
+        if stft is None:
+            raise NotImplementedError(f"{type(self).__name__} has no STFT: state its latency_samples")
+        return int(stft.n_fft)
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000.0 * self.latency_samples / self.sample_rate
 
     @property
     def reports_own_macs(self) -> bool:

@@ -114,6 +114,15 @@ class ConvFSENet(SEModel):
         return self.blocks[0].gate is not None
 
     @property
+    def lookahead_frames(self) -> int:
+        """Future frames each output frame waits for: the blocks' right paddings add up (0 when causal)."""
+        return sum(block.padding[1] for block in self.blocks)
+
+    @property
+    def latency_samples(self) -> int:
+        return self.stft.n_fft + self.lookahead_frames * self.stft.hop
+
+    @property
     def reports_own_macs(self) -> bool:
         # Gated: the executed count depends on the gates, which the FLOP counter cannot see.
         return self.gated

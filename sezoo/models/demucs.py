@@ -312,6 +312,26 @@ class SlimmableDemucs(SEModel):
     def min_samples(self) -> int:
         return self.valid_length(1)
 
+    @property
+    def latency_samples(self) -> int:
+        """Measured on the streaming executor, the way the model runs in real time: fed one hop at a time,
+        the longest wait of an input sample for its output (the strided encoder's receptive field, the
+        transposed convolutions' overlap and the resamplers' look-ahead all add to it; no closed form
+        covers the three, so the executor itself is asked)."""
+        from sezoo.models.demucs_streaming import SlimStreamer
+
+        was_training = self.training
+        streamer, hop = SlimStreamer(self, scale=1.0), self.hop_samples
+        pushed = emitted = worst = 0
+        for _ in range(self.valid_length(1) // hop + 8):
+            pushed += hop
+            out = streamer.push(torch.zeros(hop)).shape[-1]
+            if out:
+                worst = max(worst, pushed - emitted)  # the first sample out now came in at index `emitted`
+            emitted += out
+        self.train(was_training)
+        return worst
+
     def valid_length(self, length: int) -> int:
         """The nearest input length >= ``length`` that the strided convolutions cover exactly."""
         length = math.ceil(length * self.resample)

@@ -58,6 +58,7 @@ class ZooEntry:
     parent: str | None = None             # the entry this one was compressed from
     quantization: dict | None = None      # QAT ranges per quantizer site
     utilization: dict | None = None       # dynamic models: mean utilization on the test split
+    latency_ms: float | None = None       # algorithmic latency (the model's latency_samples)
     extra: dict = field(default_factory=dict)  # keys a newer sezoo wrote that this one does not know
 
     @property

@@ -45,7 +45,15 @@ def build_entry(run_folder: Path, name: str, file_name: str, sha256: str, size: 
         metrics=results["metrics"], input_metrics=results["input_metrics"], cost=results["cost"],
         paper=Paper(**results["paper"]), licence=results["licence"], description=description,
         operating_point=operating_point, parent=parent, quantization=meta.get("quantization"),
-        utilization=results.get("utilization"))
+        utilization=results.get("utilization"), latency_ms=algorithmic_latency_ms(meta))
+
+
+def algorithmic_latency_ms(meta: dict) -> float:
+    """The latency of the architecture as recorded (``model.json``): its ``latency_samples``, in ms."""
+    from sezoo.models import create_model
+
+    model = create_model(meta["arch"], **meta["kwargs"])
+    return round(model.latency_ms, 3)
 
 
 def model_json(entry: ZooEntry) -> dict:

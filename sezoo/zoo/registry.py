@@ -103,6 +103,14 @@ def _fmt(value, digits=3):
     return f"{value:.{digits}f}" if isinstance(value, float) else ("undefined" if value is None else str(value))
 
 
+def _latency(entry: ZooEntry) -> str:
+    if entry.latency_ms is None:
+        return "not recorded in this entry"
+    causal = entry.kwargs.get("causal")
+    note = {True: " (causal)", False: " (non-causal: the blocks look ahead)"}.get(causal, "")
+    return f"{entry.latency_ms:g} ms{note}"
+
+
 def model_card(entry: ZooEntry, ancestry: list[str] | None = None) -> str:
     """The model card, written from the entry (whose figures come from the run's results.json)."""
     metrics, inputs, cost = entry.metrics, entry.input_metrics, entry.cost
@@ -117,6 +125,7 @@ def model_card(entry: ZooEntry, ancestry: list[str] | None = None) -> str:
         f"- operating point: {json.dumps(entry.operating_point)}",
         f"- lineage: {' <- '.join(f'`{n}`' for n in ancestry)}" if entry.parent else "- lineage: trained from scratch",
         f"- sample rate: {entry.sample_rate} Hz",
+        f"- algorithmic latency: {_latency(entry)}",
         f"- training data: {entry.training.data}",
         f"- command: `{entry.training.command}`",
         f"- evaluated on: {entry.evaluated_on}",
