@@ -52,6 +52,11 @@ def test_losses_zero_on_target_and_level_invariant():
     noise = noise - (noise * x[:1]).sum() / (x[:1] ** 2).sum() * x[:1]  # orthogonal to x
     noise = noise / noise.norm() * x[:1].norm() * 0.1  # 20 dB below
     assert -NegativeSISDR()(x[:1] + noise, x[:1]).item() == pytest.approx(20.0, abs=0.05)
+    # the SI-SDR term adds weight * (-SI-SDR) to the spectral loss, and nothing when the weight is 0
+    mixed = CompressedSpectralMSE(sisdr_weight=0.02)
+    assert mixed(y, x).item() == pytest.approx(loss(y, x).item() + 0.02 * NegativeSISDR()(y, x).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="sisdr_weight=-1"):
+        CompressedSpectralMSE(sisdr_weight=-1)
 
 
 def test_quality_metrics_on_known_signals():

@@ -26,7 +26,8 @@ def build_model(cfg: DictConfig) -> ConvFSENet:
 
 class DynCPModule(SEModule):
     def __init__(self, cfg: DictConfig):
-        loss = CompressedSpectralMSE(cfg.model.n_fft, cfg.model.hop, cfg.loss.exponent, cfg.loss.complex_weight)
+        loss = CompressedSpectralMSE(cfg.model.n_fft, cfg.model.hop, cfg.loss.exponent, cfg.loss.complex_weight,
+                                    cfg.loss.sisdr_weight)
         super().__init__(build_model(cfg), loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                          dnsmos=cfg.metrics.dnsmos)
         self.gate_lr_scale = cfg.optim.gate_lr_scale
