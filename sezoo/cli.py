@@ -110,6 +110,13 @@ def _zoo_publish(args) -> None:
     print(f"published {entry.name} ({entry.weights.name}) to {args.to}")
 
 
+def _zoo_retire(args) -> None:
+    from sezoo.zoo.publish import retire
+
+    removed = retire(args.names, args.to, args.registry)
+    print(f"retired {', '.join(args.names)} from {args.to}; removed {len(removed)} files: {', '.join(removed)}")
+
+
 def _report(args) -> None:
     from sezoo.report import load_results, markdown_table, plot_pareto
 
@@ -180,8 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     zp.add_argument("--operating-point", help='JSON, e.g. \'{"uf": 0.25}\' for one point of a shared weight file')
     zp.add_argument("--command", help="the training command (default: the one recorded in results.json)")
     zp.add_argument("--description", default="")
-    zp.add_argument("--parent", help="the zoo entry this model was compressed from (lineage), e.g. tinylstm/mini-pruned")
+    zp.add_argument("--parent", help="the zoo entry this model was compressed from (lineage), e.g. tinylstm/mini2-pruned")
     zp.set_defaults(func=_zoo_publish)
+    zr = zoo.add_parser("retire", help="take superseded entries out of a zoo folder (their files stay in git history)")
+    zr.add_argument("names", nargs="+")
+    zr.add_argument("--to", required=True, help="the zoo folder (e.g. release)")
+    zr.add_argument("--registry", help="also take them out of this registry file (e.g. sezoo/zoo/registry.json)")
+    zr.set_defaults(func=_zoo_retire)
     return parser
 
 

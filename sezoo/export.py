@@ -39,7 +39,7 @@ def load_exported(path: str | Path) -> nn.Module:
     if not meta_path.exists() or not weights_path.exists():
         raise FileNotFoundError(
             f"{folder}: no exported model ({METADATA} + {WEIGHTS}). Pass a run folder written by a recipe's "
-            f"train.py, or a zoo name such as dyncp/mini-dense."
+            f"train.py, or a zoo name such as dyncp/mini2-causal-dense."
         )
     meta = json.loads(meta_path.read_text())
     model = build_model(meta["arch"], meta["kwargs"], weights_path, meta.get("quantization"), meta.get("operating_point"))

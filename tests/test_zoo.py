@@ -203,7 +203,7 @@ def test_zoo_list_stays_light():
     code = ("import sys; from sezoo.cli import main; main(['zoo', 'list']); "
             "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'torchaudio', 'requests') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "dyncp/mini-dense" in out and "HEAVY []" in out
+    assert "dyncp/mini2-causal-dense" in out and "HEAVY []" in out
 
 
 def test_unknown_name_suggests(published, capsys):
@@ -231,7 +231,7 @@ def test_hf_publish_uploads_weights_card_and_registry(trained, monkeypatch):
 def test_shipped_registry_matches_reality():
     """Every shipped entry loads from the release folder with the params, bytes and MACs it claims."""
     entries = registry.read_registry()
-    assert {"dyncp/mini-dense", "dyncp/mini-keep25"} <= {e.name for e in entries}
+    assert {"dyncp/mini2-causal-dense", "tinylstm/mini2-pruned-int8"} <= {e.name for e in entries}
     for entry in entries:
         model = zoo.load(entry.name)
         cost = entry.cost
@@ -239,10 +239,11 @@ def test_shipped_registry_matches_reality():
         assert deployable_bytes(model, model_bit_widths(model)).total == cost["model_bytes"], entry.name
         static = cost.get("max_macs_per_second", cost["macs_per_second"])
         assert static_macs_per_second(model, entry.sample_rate) == static, entry.name
+        assert entry.latency_ms == pytest.approx(model.latency_ms), entry.name
         if entry.utilization:  # executed MACs follow from the measured utilization
             assert cost["macs_per_second"] < static
-    assert zoo.entry_lineage("tinylstm/mini-pruned-int8-skip") == [
-        "tinylstm/mini-pruned-int8-skip", "tinylstm/mini-pruned-int8", "tinylstm/mini-pruned", "tinylstm/mini-fp32"]
+    assert zoo.entry_lineage("tinylstm/mini2-pruned-int8-skip") == [
+        "tinylstm/mini2-pruned-int8-skip", "tinylstm/mini2-pruned-int8", "tinylstm/mini2-pruned", "tinylstm/mini2-fp32"]
     assert registry.read_registry(registry.RELEASE_DIR / "registry.json") == entries
 
 
@@ -271,3 +272,21 @@ def test_committed_json_and_commands_name_no_machine_paths():
     for name in tracked:
         found = [s for s in strings(json.loads((repo / name).read_text())) if machine_paths(s)]
         assert not found, (name, found[:3])
+
+
+def test_retire_removes_entries_and_unshared_files_and_keeps_lineage_whole(published, capsys):
+    run_dir, release = published
+    package_registry = registry.REGISTRY
+    # tiny-b names tiny-a as its parent: retiring the parent alone would orphan it
+    assert sezoo_main(["zoo", "retire", "dyncp/tiny-a", "--to", str(release)]) == 2
+    assert "still the parent of dyncp/tiny-b" in capsys.readouterr().err
+    assert sezoo_main(["zoo", "retire", "dyncp/tiny-x", "--to", str(release)]) == 2
+    assert "dyncp/tiny-x" in capsys.readouterr().err
+    # the child goes: its card and sidecar with it, the weight file stays (tiny-a shares it)
+    assert sezoo_main(["zoo", "retire", "dyncp/tiny-b", "--to", str(release), "--registry", str(package_registry)]) == 0
+    assert not (release / "dyncp-tiny-b.md").exists() and not (release / "dyncp-tiny-b.json").exists()
+    assert (release / "dyncp-tiny-a.safetensors").exists()
+    assert [e.name for e in registry.read_registry(release / "registry.json")] == ["dyncp/tiny-a"]
+    assert [e.name for e in registry.read_registry(package_registry)] == ["dyncp/tiny-a"]
+    assert sezoo_main(["zoo", "retire", "dyncp/tiny-a", "--to", str(release)]) == 0
+    assert not list(release.glob("dyncp-tiny-a.*")) and registry.read_registry(release / "registry.json") == []

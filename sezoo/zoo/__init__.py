@@ -1,4 +1,4 @@
-"""``sezoo.zoo.load("dyncp/mini-keep25")``: pretrained compressed models, verified and cached."""
+"""``sezoo.zoo.load("dyncp/mini2-causal-dense")``: pretrained compressed models, verified and cached."""
 from sezoo.zoo.download import ZooDownloadError, cache_dir, fetch
 from sezoo.zoo.entry import Paper, ZooEntry
 from sezoo.zoo.publish import publish

@@ -116,6 +116,36 @@ def publish(run_folder: str | Path, name: str, to: str, registry: str | Path | N
     return entry
 
 
+def retire(names: list[str], to: str | Path, registry: str | Path | None = None) -> list[str]:
+    """Take superseded entries out of the zoo folder ``to`` (and out of ``registry`` when given): their
+    entries, cards and sidecars, and each weight file no remaining entry shares. The files stay in the
+    repository's history. Refused while a remaining entry names one of them as its parent (retire the
+    children with it). Returns the files removed."""
+    target = Path(to)
+    entries = read_registry(target / "registry.json")
+    known = {e.name for e in entries}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise KeyError(f"not in {target / 'registry.json'}: {', '.join(unknown)}")
+    keep = [e for e in entries if e.name not in names]
+    orphans = [f"{e.name} (parent {e.parent})" for e in keep if e.parent in names]
+    if orphans:
+        raise ValueError(f"still the parent of {', '.join(orphans)}: retire those too, or keep the parent")
+    shared = {f.name for e in keep for f in e.files}
+    removed = []
+    for entry in entries:
+        if entry.name in names:
+            stem = entry.name.replace("/", "-")
+            for name in [f.name for f in entry.files] + [f"{stem}.md"]:
+                if name not in shared and (target / name).exists():
+                    (target / name).unlink()
+                    removed.append(name)
+    write_registry(keep, target / "registry.json")
+    if registry:
+        write_registry([e for e in read_registry(Path(registry)) if e.name not in names], Path(registry))
+    return removed
+
+
 def _ancestry(entry: ZooEntry, entries: list[ZooEntry]) -> list[str]:
     from sezoo.zoo.entry import lineage
 
