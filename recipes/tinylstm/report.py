@@ -1,7 +1,7 @@
 """The TinyLSTMs results table from the four stages' run folders (README rows are never typed by hand).
 
-``python recipes/tinylstm/report.py runs/tinylstm/mini-fp32 runs/tinylstm/mini-pruned
-runs/tinylstm/mini-pruned-int8 runs/tinylstm/mini-pruned-int8-skip``
+``python recipes/tinylstm/report.py runs/tinylstm/mini2-fp32 runs/tinylstm/mini2-pruned
+runs/tinylstm/mini2-pruned-int8 runs/tinylstm/mini2-pruned-int8-skip``
 
 The first folder is the baseline. Ops per frame = 2 x MACs per frame (a multiply and an add), as the
 paper counts them; "executed" is what ran on the test audio (skip-RNN frames that copied their state
