@@ -130,8 +130,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = 
         offline = not _wandb_logged_in()  # never prompt: offline unless the user is logged in
         loggers.append(WandbLogger(project=cfg.logger.project, name=run_dir.name, save_dir=str(run_dir),
                                    offline=offline, config=OmegaConf.to_container(cfg, resolve=True)))
+    # No version counter: a resumed run (above all one carried from another folder or machine, whose
+    # checkpoint records the old paths) must overwrite best/last.ckpt, or the next resume reads a stale one.
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/loss",
-                                 mode="min", save_top_k=1, save_last=True)
+                                 mode="min", save_top_k=1, save_last=True, enable_version_counter=False)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(default_root_dir=str(run_dir), logger=loggers,
                      callbacks=[checkpoint, CostMeter(cfg.data.sample_rate), *callbacks], **trainer_kwargs)

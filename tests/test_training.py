@@ -37,6 +37,23 @@ def test_resume_continues_from_last_checkpoint(trained):
     assert "val/loss" in earlier.splitlines()[0] and (run_dir / "logs" / "metrics.csv").exists()
 
 
+def test_run_folder_moved_elsewhere_resumes_twice_from_its_newest_checkpoint(trained, tmp_path):
+    """A run carried to another machine or folder (a GPU lease, a copied run) keeps resuming from its newest
+    checkpoint. Lightning's version counter once wrote last-v1.ckpt beside the carried last.ckpt (whose
+    recorded path named the old folder), so the next resume went back to the older checkpoint."""
+    import shutil
+    run_dir, _, args = trained
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(run_dir.parent.parent, moved)
+    args = [a for a in args if not a.startswith("run.dir=")] + [f"run.dir={moved}", "run.resume=true"]
+    last = moved / "dyncp" / "t" / "checkpoints" / "last.ckpt"
+    start = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    for extra in (1, 2):
+        _recipe("dyncp").main([*args, f"trainer.max_epochs={start // 2 + extra}"])
+        assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == start + 2 * extra
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_evaluate_cli_json(trained, tiny_corpus, tmp_path):
     run_dir, _, _ = trained
     out = tmp_path / "eval.json"
