@@ -31,11 +31,17 @@ from sezoo.report import print_results
 
 
 class SEModule(L.LightningModule):
+    """``lr_decay``: the learning rate is multiplied by it after every epoch (1.0: constant). An epoch-wise
+    factor, not a schedule over ``max_epochs``, so that a run resumed with a larger ``max_epochs`` goes on
+    decaying from where it stopped."""
+
     def __init__(self, model: nn.Module, loss: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
-                 config: dict | None = None, dnsmos: bool = False):
+                 config: dict | None = None, dnsmos: bool = False, lr_decay: float = 1.0):
         super().__init__()
+        if not 0.0 < lr_decay <= 1.0:
+            raise ValueError(f"optim.lr_decay={lr_decay}: a factor per epoch in (0, 1], 1.0 for a constant rate")
         self.model, self.loss_fn = model, loss
-        self.lr, self.weight_decay = lr, weight_decay
+        self.lr, self.weight_decay, self.lr_decay = lr, weight_decay, lr_decay
         self.config = config or {}
         self.sample_rate = getattr(model, "sample_rate", 16000)
         # DNSMOS at test only and on request: it costs seconds per utterance on a CPU.
@@ -100,8 +106,16 @@ class SEModule(L.LightningModule):
     def on_test_epoch_end(self):
         self._log_metrics("test")
 
+    def param_groups(self) -> list[dict]:
+        """Adam's parameter groups; recipes override it to give some parameters their own rate."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": self.lr}]
+
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.Adam(self.param_groups(), weight_decay=self.weight_decay)
+        if self.lr_decay == 1.0:
+            return optimizer
+        decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["sezoo_config"] = self.config

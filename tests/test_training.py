@@ -120,3 +120,16 @@ def test_recorded_commands_name_no_machine_folders(tmp_path, monkeypatch):
                                        "trainer.max_epochs=3", "run.dir=/elsewhere/runs"])
     assert command == ("python recipes/dyncp/train.py init_from=runs/dyncp/a-dense 'data.root=$SEZOO_DATA/x' "
                        "trainer.max_epochs=3 run.dir=/elsewhere/runs")
+
+
+def test_lr_decay_is_per_epoch_and_carries_across_a_resume(tiny_corpus, tmp_path):
+    args = [*TINY_MODEL, *FAST_TRAINER, f"data.root={tiny_corpus}", f"run.dir={tmp_path}", "run.name=d",
+            "optim.lr=0.001", "optim.lr_decay=0.5", "trainer.max_epochs=1"]
+    last = tmp_path / "dyncp" / "d" / "checkpoints" / "last.ckpt"
+    _recipe("dyncp").main(args)
+    lr = lambda: torch.load(last, map_location="cpu", weights_only=True)["optimizer_states"][0]["param_groups"][0]["lr"]  # noqa: E731
+    assert lr() == pytest.approx(0.0005)
+    _recipe("dyncp").main([*args, "trainer.max_epochs=3", "run.resume=true"])
+    assert lr() == pytest.approx(0.000125)  # three epochs in all: 0.001 * 0.5**3
+    with pytest.raises(ValueError, match="optim.lr_decay=1.5"):
+        _recipe("dyncp").main([*args, "optim.lr_decay=1.5", "run.name=bad"])

@@ -3,7 +3,6 @@ power-compressed spectral MSE; the gated stage starts from the dense run and add
 UtilizationLoss callback (``utilization:`` in config.yaml, spelled as its arguments)."""
 from __future__ import annotations
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sezoo.callbacks import UtilizationLoss
@@ -28,11 +27,11 @@ class DynCPModule(SEModule):
     def __init__(self, cfg: DictConfig):
         loss = CompressedSpectralMSE(cfg.model.n_fft, cfg.model.hop, cfg.loss.exponent, cfg.loss.complex_weight,
                                     cfg.loss.sisdr_weight)
-        super().__init__(build_model(cfg), loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+        super().__init__(build_model(cfg), loss, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, lr_decay=cfg.optim.lr_decay,
                          dnsmos=cfg.metrics.dnsmos)
         self.gate_lr_scale = cfg.optim.gate_lr_scale
 
-    def configure_optimizers(self):
+    def param_groups(self):
         # Each gate sees 1/N of the utilization gradient (N gates per block and frame) and Adam moves
         # a parameter about lr per step, so gates train on a faster clock than the backbone.
         gates = [p for n, p in self.model.named_parameters() if ".gate." in n]
@@ -40,7 +39,7 @@ class DynCPModule(SEModule):
         groups = [{"params": backbone, "lr": self.lr}]
         if gates:
             groups.append({"params": gates, "lr": self.lr * self.gate_lr_scale})
-        return torch.optim.Adam(groups, weight_decay=self.weight_decay)
+        return groups
 
 
 def build_stage(cfg: DictConfig) -> StageBuild:

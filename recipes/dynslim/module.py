@@ -29,7 +29,7 @@ class DynSlimModule(SEModule):
     def __init__(self, cfg: DictConfig):
         if cfg.slimmable.rule not in RULES:
             raise ValueError(f"slimmable.rule={cfg.slimmable.rule!r}: choose from {', '.join(RULES)}")
-        super().__init__(build_model(cfg), DemucsLoss(cfg.loss.stft_weight), lr=cfg.optim.lr, dnsmos=cfg.metrics.dnsmos)
+        super().__init__(build_model(cfg), DemucsLoss(cfg.loss.stft_weight), lr=cfg.optim.lr, lr_decay=cfg.optim.lr_decay, dnsmos=cfg.metrics.dnsmos)
         self.stage, self.rule = cfg.stage, cfg.slimmable.rule
         self.factors = sorted(self.model.utilization_factors)
 
@@ -69,10 +69,10 @@ class DynSlimModule(SEModule):
             self.log(f"val/si_sdr_uf{uf:g}", scale_invariant_signal_distortion_ratio(estimate, reference), batch_size=1)
         self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=1)
 
-    def configure_optimizers(self):
+    def param_groups(self):
         # Router pre-training: the backbone stays as the static stage left it.
         params = self.model.router.parameters() if self.stage == "router" else self.model.parameters()
-        return torch.optim.Adam(params, lr=self.lr)
+        return [{"params": list(params), "lr": self.lr}]
 
 
 def build_stage(cfg: DictConfig) -> StageBuild:

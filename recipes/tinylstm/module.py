@@ -49,7 +49,7 @@ def build_model(cfg: DictConfig) -> TinyLSTM:
 
 class TinyLSTMModule(SEModule):
     def __init__(self, cfg: DictConfig):
-        super().__init__(build_model(cfg), NegativeSISDR(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+        super().__init__(build_model(cfg), NegativeSISDR(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, lr_decay=cfg.optim.lr_decay,
                          dnsmos=cfg.metrics.dnsmos)
         self.stage = cfg.stage
         self.prune_penalty, self.prune_target = cfg.prune.penalty, cfg.prune.target_ops
@@ -71,7 +71,7 @@ class TinyLSTMModule(SEModule):
                 loss = loss + self.prune_penalty * penalty
         return loss
 
-    def configure_optimizers(self):
+    def param_groups(self):
         # A threshold is one scalar that must travel the scale of the group norms (about 1 to 3), and
         # Adam moves a parameter about lr per step: thresholds get their own, larger step.
         thresholds = [p for n, p in self.model.named_parameters() if n.endswith("pruning.threshold")]
@@ -79,7 +79,7 @@ class TinyLSTMModule(SEModule):
         groups = [{"params": others, "lr": self.lr}]
         if thresholds:
             groups.append({"params": thresholds, "lr": self.lr * self.threshold_lr_scale})
-        return torch.optim.Adam(groups, weight_decay=self.weight_decay)
+        return groups
 
     def on_validation_epoch_start(self):
         if self.stage == "pruned":
