@@ -47,3 +47,10 @@ def test_demucs_latency_bounds_the_offline_network(resample):
     assert latency >= model.hop_samples  # a hop is gathered before it is processed
     p = 8000
     assert _first_changed_output(model, p) >= p - latency
+
+
+def test_dtln_latency_is_one_frame():
+    model = create_model("dtln", hidden1=[16], hidden2=[16], basis=32).eval()
+    assert model.latency_samples == 512 and model.hop_samples == 128
+    first = _first_changed_output(model, 8000)
+    assert 8000 - 512 <= first < 8000 - 512 + 128

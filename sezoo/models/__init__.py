@@ -2,6 +2,8 @@ from sezoo.models._base import SEModel
 from sezoo.models._registry import create_model, list_models, register_model
 from sezoo.models.convfsenet import ConvFSENet
 from sezoo.models.demucs import SlimmableDemucs
+from sezoo.models.dtln import DTLN
 from sezoo.models.tinylstm import TinyLSTM
 
-__all__ = ["ConvFSENet", "SEModel", "SlimmableDemucs", "TinyLSTM", "create_model", "list_models", "register_model"]
+__all__ = ["ConvFSENet", "DTLN", "SEModel", "SlimmableDemucs", "TinyLSTM", "create_model", "list_models",
+           "register_model"]

@@ -94,17 +94,8 @@ class TinyLSTM(SEModel):
 
     @torch.no_grad()
     def kept_units(self) -> list[torch.Tensor]:
-        """Each layer's surviving unit indices: those its trainable threshold keeps, or, without one
-        (e.g. pruned by :class:`~sezoo.callbacks.PruningSchedule` with ``structure="unit"``), those
-        with any non-zero gate row or bias; a unit without either outputs exactly 0."""
-        kept = []
-        for layer in self.layers:
-            if layer.pruning is not None:
-                alive = layer.pruning.keep(layer.unit_norms())
-            else:
-                alive = (layer.unit_norms() > 0) | (layer.bias.view(4, -1) != 0).any(dim=0)
-            kept.append(torch.nonzero(alive).flatten())
-        return kept
+        """Each layer's surviving unit indices (see :meth:`QuantLSTMLayer.live_units`)."""
+        return [layer.live_units() for layer in self.layers]
 
     def compact_macs_per_frame(self) -> int:
         sizes = [self.stft.n_bins, *(len(k) for k in self.kept_units())]

@@ -121,6 +121,17 @@ class QuantLSTMLayer(nn.Module):
         return torch.stack(outputs, dim=1)
 
     @torch.no_grad()
+    def live_units(self) -> torch.Tensor:
+        """Indices of the units the layer keeps: those its threshold keeps, or, without one, those with
+        any non-zero gate row or bias (a unit with neither has pre-activations 0, so its cell stays 0 and
+        its output is exactly 0: unit pruning by :class:`~sezoo.callbacks.PruningSchedule` leaves that)."""
+        if self.pruning is not None:
+            alive = self.pruning.keep(self.unit_norms())
+        else:
+            alive = (self.unit_norms() > 0) | (self.bias.view(4, -1) != 0).any(dim=0)
+        return torch.nonzero(alive).flatten()
+
+    @torch.no_grad()
     def select(self, units: torch.Tensor, inputs: torch.Tensor) -> QuantLSTMLayer:
         """A dense layer of only ``units`` (hidden indices) reading only ``inputs`` (input indices): what
         remains of this layer once pruned units and the inputs that feed nothing are removed. Without a

@@ -1,0 +1,162 @@
+"""DTLN (Westhausen & Meyer, Interspeech 2020): the dual-signal transformation LSTM network, the
+DTLN-class model that ``recipes/sparsity`` prunes (paper 4 of PAPERS.md does not name its model; about
+1 M parameters and 3.7 MB in fp32 match this one).
+
+Frames of 512 samples every 128 (rectangular, as the authors frame them) pass two stages:
+
+1. ``|rfft(frame)|`` -> log -> instant layer norm -> LSTM x2 -> FC -> sigmoid: a mask on the magnitude;
+   with the noisy phase, ``irfft`` gives an estimated frame.
+2. that frame -> a learned basis (512 -> 256, no bias) -> instant layer norm -> LSTM x2 -> FC -> sigmoid:
+   a mask on the basis coefficients -> a learned synthesis (256 -> 512, no bias) -> overlap-add.
+
+Our choices where the authors offer two: the normalised log-magnitude input of their ``DTLN_norm``
+variant (the output then does not depend on the input level, which real recordings vary), and no
+dropout inside the layers (the recipe's data are mixed afresh every epoch).
+
+Per frame (one LSTM step per stage layer) a frame costs
+``sum_l 4 H_l (in_l + H_l)`` for both stages' LSTMs, ``H1 x 257 + 512 x 256 + H2 x 256 + 256 x 512`` for the
+masks, the basis and the synthesis: 983,680 MACs, 122.96 MMAC/s at 16 kHz for the 128-unit
+default (987,267 parameters: 3.95 MB, 3.77 MiB in fp32).
+The LSTM layers are :class:`~sezoo.nn.lstm.QuantLSTMLayer` s and the dense layers
+:class:`~sezoo.nn.quant.QuantLinear` s, so QAT reaches every integer tensor, and unit pruning can remove
+LSTM units (:meth:`compact`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sezoo.models._base import SEModel
+from sezoo.models._registry import register_model
+from sezoo.nn.lstm import QuantLSTMLayer
+from sezoo.nn.quant import QuantLinear, QuantSite
+
+
+class InstantLayerNorm(nn.Module):
+    """Layer norm over each frame's channels alone (no statistics across time: streamable)."""
+
+    def __init__(self, channels: int, eps: float = 1e-7):
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=-1, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.gamma + self.beta
+
+
+class MaskStage(nn.Module):
+    """Instant layer norm -> LSTM layers -> FC -> sigmoid: ``[B, frames, size] -> [B, frames, size]`` mask."""
+
+    def __init__(self, size: int, hidden: tuple[int, ...]):
+        super().__init__()
+        sizes = [size, *hidden]
+        self.norm = InstantLayerNorm(size)
+        self.norm_quant = QuantSite()
+        self.layers = nn.ModuleList(QuantLSTMLayer(sizes[k], sizes[k + 1]) for k in range(len(hidden)))
+        self.mask_fc = QuantLinear(hidden[-1], size)
+        self.mask_quant = QuantSite(signed=False, fixed_max=1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm_quant(self.norm(x))
+        for layer in self.layers:
+            h = layer(h)
+        return self.mask_quant(torch.sigmoid(self.mask_fc(h)))
+
+    def macs_per_frame(self) -> int:
+        return sum(layer.macs_per_update for layer in self.layers) + self.mask_fc.weight.numel()
+
+    def kept_units(self) -> list[torch.Tensor]:
+        return [layer.live_units() for layer in self.layers]
+
+    @torch.no_grad()
+    def compact_into(self, small: MaskStage, kept: list[torch.Tensor]) -> None:
+        """Fill ``small`` (built with the kept sizes) with this stage's surviving units."""
+        small.norm.load_state_dict(self.norm.state_dict())
+        inputs = [torch.arange(self.norm.gamma.numel()), *kept[:-1]]
+        small.layers = nn.ModuleList(layer.select(units, feeding) for layer, units, feeding in zip(self.layers, kept, inputs))
+        small.mask_fc.weight.copy_(self.mask_fc.weight[:, kept[-1]])
+        small.mask_fc.bias.copy_(self.mask_fc.bias)
+
+
+@register_model("dtln")
+class DTLN(SEModel):
+    """Args:
+        frame: frame length in samples (the rfft size).
+        hop: frame shift in samples (one LSTM step per hop).
+        hidden1, hidden2: units per LSTM layer of the magnitude stage and of the basis stage.
+        basis: size of the learned basis of stage 2.
+        sample_rate: the rate the model was trained at.
+    """
+
+    def __init__(self, frame: int = 512, hop: int = 128, hidden1: tuple[int, ...] = (128, 128),
+                 hidden2: tuple[int, ...] = (128, 128), basis: int = 256, sample_rate: int = 16000):
+        super().__init__()
+        if frame % hop:
+            raise ValueError(f"DTLN(frame={frame}, hop={hop}): the frame must be a whole number of hops")
+        self.frame, self.hop, self.sample_rate = frame, hop, sample_rate
+        self.bins = frame // 2 + 1
+        self.magnitude_stage = MaskStage(self.bins, tuple(hidden1))
+        self.encoder = QuantLinear(frame, basis, bias=False)
+        self.basis_stage = MaskStage(basis, tuple(hidden2))
+        self.decoder = QuantLinear(basis, frame, bias=False)
+
+    @property
+    def min_samples(self) -> int:
+        return self.hop
+
+    @property
+    def hop_samples(self) -> int:
+        return self.hop
+
+    @property
+    def latency_samples(self) -> int:
+        """A frame is processed once its last sample is in; its first hop leaves, overlap-added, then."""
+        return self.frame
+
+    def macs_per_frame(self) -> int:
+        """Closed form: both stages' LSTMs and masks, the basis and the synthesis."""
+        return (self.magnitude_stage.macs_per_frame() + self.basis_stage.macs_per_frame()
+                + self.encoder.weight.numel() + self.decoder.weight.numel())
+
+    def frames(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` -> ``[B, n, frame]``: the input with ``frame - hop`` zeros before it (so the first frame
+        ends with the first hop) and zeros after it up to a whole hop."""
+        length = waveform.shape[-1]
+        padded = nn.functional.pad(waveform, (self.frame - self.hop, -length % self.hop))
+        return padded.unfold(-1, self.frame, self.hop)
+
+    def overlap_add(self, frames: torch.Tensor, length: int) -> torch.Tensor:
+        """``[B, n, frame]`` -> ``[B, length]``, the inverse of :meth:`frames`' placement."""
+        n = frames.shape[1]
+        total = (n - 1) * self.hop + self.frame
+        out = nn.functional.fold(frames.transpose(1, 2), (1, total), (1, self.frame), stride=(1, self.hop))
+        return out[:, 0, 0, self.frame - self.hop:self.frame - self.hop + length]
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        frames = self.frames(waveform)
+        spectrum = torch.fft.rfft(frames, dim=-1)
+        magnitude = spectrum.abs()
+        mask = self.magnitude_stage(torch.log(magnitude + 1e-7))
+        estimate = torch.fft.irfft(spectrum * mask, n=self.frame, dim=-1)
+        encoded = self.encoder(estimate)
+        decoded = self.decoder(encoded * self.basis_stage(encoded))
+        return self.overlap_add(decoded, waveform.shape[-1])
+
+    # ------------------------------------------------------------------ unit pruning
+    @torch.no_grad()
+    def compact(self) -> DTLN:
+        """The dense model without the LSTM units that unit pruning zeroed; it computes the same output."""
+        kept1, kept2 = self.magnitude_stage.kept_units(), self.basis_stage.kept_units()
+        empty = [f"{stage} layer {k}" for stage, kept in (("magnitude", kept1), ("basis", kept2))
+                 for k, units in enumerate(kept) if units.numel() == 0]
+        if empty:
+            raise ValueError(f"DTLN.compact: {', '.join(empty)} lost every unit; prune less")
+        small = DTLN(**{**self.kwargs, "hidden1": [len(k) for k in kept1], "hidden2": [len(k) for k in kept2]})
+        self.magnitude_stage.compact_into(small.magnitude_stage, kept1)
+        self.basis_stage.compact_into(small.basis_stage, kept2)
+        small.encoder.load_state_dict(self.encoder.state_dict())
+        small.decoder.load_state_dict(self.decoder.state_dict())
+        return small.train(self.training)
