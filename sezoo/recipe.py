@@ -50,6 +50,7 @@ class StageBuild:
     module: object                      # the SEModule subclass, its ``model`` the network to export
     callbacks: list = field(default_factory=list)  # shared callbacks (UtilizationLoss, QAT, ...)
     operating_points: dict[str, dict] | None = None  # name -> set_operating_point kwargs, tested and exported each
+    checkpoint: str = "best"  # which checkpoint is tested and exported: "best" (by val/loss) or "last"
 
 
 class Recipe:
@@ -122,7 +123,7 @@ class Recipe:
         built = self.build(cfg)
         datamodule = SEDataModule(cfg.data, min_samples=built.module.model.min_samples)
         return fit_and_test(cfg, built.module, datamodule, self, built.callbacks, command=command,
-                            operating_points=built.operating_points)
+                            operating_points=built.operating_points, checkpoint=built.checkpoint)
 
     def main(self, argv: list[str]) -> dict:
         """Run ``train.py`` with these command-line overrides; returns the last stage's results."""

@@ -184,24 +184,29 @@ def recipe_command(recipe: str, argv: list[str]) -> str:
 
 def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataModule, recipe,
                  callbacks: list[L.Callback] = (), command: str = "",
-                 operating_points: dict[str, dict] | None = None) -> dict:
+                 operating_points: dict[str, dict] | None = None, checkpoint: str = "best") -> dict:
     """Train, test the best checkpoint, and write config.yaml, results.json and the exported model.
 
     ``recipe``: the :class:`~sezoo.recipe.Recipe` (its name, paper and licence go into results.json).
     ``operating_points`` (name -> ``model.set_operating_point`` kwargs): after the default test, each
     point is tested too and written as a sub-folder ``<run>/<name>/`` with its own results.json and
     export (the same weights), e.g. the utilization factors of a slimmable model.
+    ``checkpoint``: test and export the ``"best"`` checkpoint by validation loss, or the ``"last"`` (for a
+    stage whose schedule must have finished, e.g. pruning to a target sparsity).
     """
     from sezoo.data.datamodule import DATA_TERMS, data_label
 
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint={checkpoint!r}: 'best' or 'last'")
     L.seed_everything(cfg.seed, workers=True)
     run_dir = run_folder(cfg, recipe.name)
     save_config(cfg, run_dir / "config.yaml")
     module.config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg, run_dir, list(callbacks))
     trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
+    selected = checkpoint
     checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path or None
+    best = (checkpoint.best_model_path if selected == "best" else checkpoint.last_model_path) or None
     data_terms = DATA_TERMS.get(cfg.data.name, "trained on data whose own terms apply")
     context = {
         "recipe": recipe.name, "callbacks": callbacks, "command": command or recipe_command(recipe.name, []),
