@@ -146,11 +146,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = 
                                    offline=offline, config=OmegaConf.to_container(cfg, resolve=True)))
     # No version counter: a resumed run (above all one carried from another folder or machine, whose
     # checkpoint records the old paths) must overwrite best/last.ckpt, or the next resume reads a stale one.
-    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/loss",
-                                 mode="min", save_top_k=1, save_last=True, enable_version_counter=False)
+    best = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor="val/loss",
+                           mode="min", save_top_k=1, enable_version_counter=False)
+    # Not save_last=True: Lightning 2.6 writes that last.ckpt only when the monitored checkpoint improves,
+    # so a resumed run went back to its best epoch (also met by openclimatefix/pvnet, PR #544, fixed the
+    # same way). A checkpoint without a monitor is written every epoch.
+    last = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1,
+                           enable_version_counter=False)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(default_root_dir=str(run_dir), logger=loggers,
-                     callbacks=[checkpoint, CostMeter(cfg.data.sample_rate), *callbacks], **trainer_kwargs)
+                     callbacks=[best, last, CostMeter(cfg.data.sample_rate), *callbacks], **trainer_kwargs)
 
 
 def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
@@ -205,8 +210,8 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
     trainer = build_trainer(cfg, run_dir, list(callbacks))
     trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
     selected = checkpoint
-    checkpoint = trainer.checkpoint_callback
-    best = (checkpoint.best_model_path if selected == "best" else checkpoint.last_model_path) or None
+    checkpoint, last = trainer.checkpoint_callbacks[:2]  # build_trainer's: the best by val/loss, the last epoch
+    best = (checkpoint.best_model_path if selected == "best" else last.best_model_path) or None
     data_terms = DATA_TERMS.get(cfg.data.name, "trained on data whose own terms apply")
     context = {
         "recipe": recipe.name, "callbacks": callbacks, "command": command or recipe_command(recipe.name, []),

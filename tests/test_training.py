@@ -133,3 +133,21 @@ def test_lr_decay_is_per_epoch_and_carries_across_a_resume(tiny_corpus, tmp_path
     assert lr() == pytest.approx(0.000125)  # three epochs in all: 0.001 * 0.5**3
     with pytest.raises(ValueError, match="optim.lr_decay=1.5"):
         _recipe("dyncp").main([*args, "optim.lr_decay=1.5", "run.name=bad"])
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_validation_got_worse(tiny_corpus, tmp_path, monkeypatch):
+    """Lightning 2.6 writes ``save_last=True``'s last.ckpt only when the monitored checkpoint improves:
+    a resumed run then went back to its best epoch, and a stage testing "last" tested the best."""
+    from sezoo.training import SEModule
+
+    def worse_every_epoch(self, batch, batch_idx):
+        self.log("val/loss", float(self.current_epoch), batch_size=1)
+
+    monkeypatch.setattr(SEModule, "validation_step", worse_every_epoch)
+    args = [*TINY_MODEL, *FAST_TRAINER, f"data.root={tiny_corpus}", f"run.dir={tmp_path}", "run.name=w",
+            "trainer.max_epochs=3"]
+    results = _recipe("dyncp").main(args)
+    folder = tmp_path / "dyncp" / "w" / "checkpoints"
+    epoch = lambda name: torch.load(folder / name, map_location="cpu", weights_only=True)["epoch"]  # noqa: E731
+    assert (epoch("best.ckpt"), epoch("last.ckpt")) == (0, 2)
+    assert results["checkpoint"].endswith("best.ckpt") and results["selection"]["best"] == 0.0
