@@ -23,7 +23,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from sezoo.callbacks.cost_meter import CostMeter
-from sezoo.config import save_config
+from sezoo.config import ConfigError, save_config
 from sezoo.export import export_model
 from sezoo.metrics.dnsmos import DNSMOS_KEYS, dnsmos_available
 from sezoo.metrics.quality import QUALITY_KEYS, quality
@@ -131,6 +131,9 @@ def _wandb_logged_in() -> bool:
 
 
 def run_folder(cfg: DictConfig, recipe: str) -> Path:
+    if isinstance(cfg.run.name, bool):  # YAML 1.1: off/on/no/yes/true/false are booleans, not names
+        raise ConfigError(f"run.name={cfg.run.name}: the value was read as a boolean (YAML reads off, on, no, yes, "
+                          f"true and false so); choose another name, or quote it: run.name='\"off\"'")
     name = cfg.run.name or f"{cfg.get('stage', 'run')}-{time.strftime('%Y%m%d-%H%M%S')}"
     return Path(cfg.run.dir) / recipe / name
 

@@ -151,3 +151,12 @@ def test_last_checkpoint_is_the_last_epoch_even_when_validation_got_worse(tiny_c
     epoch = lambda name: torch.load(folder / name, map_location="cpu", weights_only=True)["epoch"]  # noqa: E731
     assert (epoch("best.ckpt"), epoch("last.ckpt")) == (0, 2)
     assert results["checkpoint"].endswith("best.ckpt") and results["selection"]["best"] == 0.0
+
+
+def test_a_run_name_yaml_reads_as_a_boolean_is_refused_by_name(tiny_corpus, tmp_path):
+    from sezoo.config import ConfigError
+
+    args = [*TINY_MODEL, *FAST_TRAINER, f"data.root={tiny_corpus}", f"run.dir={tmp_path}", "run.name=off"]
+    with pytest.raises(ConfigError, match="run.name=False"):
+        _recipe("dyncp").main(args)
+    assert not (tmp_path / "dyncp").exists()  # refused before anything was written
