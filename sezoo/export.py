@@ -13,16 +13,23 @@ from safetensors.torch import save_file
 from torch import nn
 
 import sezoo
-from sezoo.weights import METADATA, WEIGHTS, build_model
+from sezoo.nn.encoding import pack_state
+from sezoo.nn.quant import weight_bit_widths
+from sezoo.weights import METADATA, PACKED_KEY, WEIGHTS, build_model
 
 
 def export_model(model: nn.Module, folder: str | Path, arch: str | None = None, kwargs: dict | None = None,
                  extra: dict | None = None) -> Path:
-    """Weights and ``model.json``; ``arch`` and ``kwargs`` default to what the model recorded."""
+    """Weights and ``model.json``; ``arch`` and ``kwargs`` default to what the model recorded.
+
+    A QAT model's weights are stored at their bit width, a pruned model's in its sparse encoding
+    (:func:`sezoo.weights.read_state` decodes both)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS))
+    # Quantized weights as their integer codes and sparse tensors in the encoding that deployable bytes
+    # count (sezoo.nn.encoding); how to decode them goes in the file's own metadata.
+    tensors, packed = pack_state(model.state_dict(), weight_bit_widths(model))
+    save_file(tensors, str(folder / WEIGHTS), metadata={PACKED_KEY: json.dumps(packed)} if packed else None)
     arch = arch or model.arch_name
     kwargs = model.kwargs if kwargs is None else kwargs
     meta = {"format": 1, "arch": arch, "kwargs": kwargs, "sample_rate": getattr(model, "sample_rate", 16000),

@@ -21,6 +21,21 @@ if TYPE_CHECKING:  # torch is imported where weights are read: the zoo's listing
     from torch import nn
 
 WEIGHTS, METADATA = "model.safetensors", "model.json"
+PACKED_KEY = "sezoo.packed"  # safetensors metadata: how encoded tensors decode (sezoo.nn.encoding)
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file's state dict, encoded tensors (integer codes, sparse forms) decoded."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        packed = (handle.metadata() or {}).get(PACKED_KEY)
+    if not packed:
+        return tensors
+    from sezoo.nn.encoding import unpack_state
+
+    return unpack_state(tensors, json.loads(packed))
 
 
 class WeightsError(ValueError):
@@ -37,8 +52,6 @@ def read_state(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[dict[st
     naming where it came from. A mapping (a state dict in memory) passes through."""
     if isinstance(source, Mapping):
         return dict(source), "the given state dict"
-    from safetensors.torch import load_file
-
     path = Path(source)
     if path.is_dir():
         path = path / WEIGHTS
@@ -48,11 +61,11 @@ def read_state(source: str | Path | Mapping[str, torch.Tensor]) -> tuple[dict[st
         if NAME_PATTERN.match(str(source)):  # a zoo entry: verified download into the cache
             from sezoo import zoo
 
-            return load_file(str(zoo.weights_path(str(source)))), f"zoo entry {source}"
+            return load_state_file(zoo.weights_path(str(source))), f"zoo entry {source}"
     if not path.is_file():
         raise FileNotFoundError(f"{source}: no {WEIGHTS} there. Point at a finished run folder, an export folder, "
                                 f"a .safetensors file or a zoo name (`sezoo zoo list`).")
-    return load_file(str(path)), str(path)
+    return load_state_file(path), str(path)
 
 
 def load_weights(model: nn.Module, source: str | Path | Mapping[str, torch.Tensor], new_keys: Iterable[str] = ()) -> None:

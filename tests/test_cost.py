@@ -44,34 +44,47 @@ def test_reported_macs_are_added_and_self_reporting_models_trusted():
     assert count_macs(Skips(True), x) == 7
 
 
+def _linear_with(rows: int, cols: int, nonzero) -> nn.Linear:
+    layer = nn.Linear(cols, rows, bias=False)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.weight.view(-1)[nonzero] = 1.0
+    return layer
+
+
 def test_deployable_bytes_bit_widths_and_sparse_encoding():
     model = nn.Linear(1000, 100, bias=False)
     assert deployable_bytes(model).total == 100_000 * 4
     assert deployable_bytes(model, {"weight": 8}).total == 100_000
+    # 10 non-zeros at the start of each 1000-element row. Relative indices in 8 bits: 1,000 entries, plus
+    # 3 fillers (256 zeros each) for the 990 zeros before each of the 99 later rows: 1,297 x (8 + 8) bits.
+    # (bitmap: 12,500 + 1,000; coordinates: 1,000 x (4 + 1))
+    entry = deployable_bytes(_linear_with(100, 1000, torch.arange(100_000).view(100, 1000)[:, :10].reshape(-1)),
+                             {"weight": 8}).tensors[0]
+    assert (entry.nonzero, entry.encoding, entry.bytes) == (1000, "rel8", 1297 * 2)
+    # One non-zero every 1,000 elements: fillers would cost 3 entries each, coordinates win; 65,536 elements
+    # are addressed by 16 bits (66 x (2 + 1) bytes), 100,000 need 32 (100 x (4 + 1) bytes).
+    entry = deployable_bytes(_linear_with(256, 256, torch.arange(0, 65_536, 1000)), {"weight": 8}).tensors[0]
+    assert (entry.nonzero, entry.encoding, entry.bytes) == (66, "coo16", 66 * 3)
+    entry = deployable_bytes(_linear_with(257, 256, torch.arange(0, 65_792, 1000)), {"weight": 8}).tensors[0]
+    assert (entry.encoding, entry.bytes) == ("coo32", 66 * 5)
+    # 30 % non-zero: the bitmap (12,500 + 30,000) beats dense (100,000) and every index form
+    entry = deployable_bytes(_linear_with(100, 1000, torch.arange(100_000).view(100, 1000)[:, :300].reshape(-1)),
+                             {"weight": 8}).tensors[0]
+    assert (entry.encoding, entry.bytes) == ("bitmap", 12_500 + 30_000)
+
+
+def test_a_quantized_weight_counts_its_codes_and_its_scale():
+    from sezoo.nn.quant import add_module_sites
+
+    layer = _linear_with(100, 1000, torch.arange(100_000).view(100, 1000)[:, :10].reshape(-1))
     with torch.no_grad():
-        model.weight.zero_()
-        model.weight[:, :10] = 1.0  # 1% non-zero
-    report = deployable_bytes(model, {"weight": 8})
-    (entry,) = report.tensors
-    # 100,000 elements need 32-bit indices. bitmap: 100,000 bits + 1,000 int8 values = 13,500;
-    # coordinate: 1,000 x (4 + 1) bytes = 5,000: the latter wins
-    assert entry.nonzero == 1000 and entry.encoding == "coo32" and report.total == 5000
-    small = nn.Linear(256, 256, bias=False)  # 65,536 elements: a 16-bit index addresses them all
-    with torch.no_grad():
-        small.weight.zero_()
-        small.weight[:, :2] = 1.0
-    entry = deployable_bytes(small, {"weight": 8}).tensors[0]
-    assert entry.encoding == "coo16" and entry.bytes == 512 * (2 + 1)
-    larger = nn.Linear(257, 256, bias=False)  # one row past 2^16 elements: 16 bits no longer suffice
-    with torch.no_grad():
-        larger.weight.zero_()
-        larger.weight[:, :2] = 1.0
-    entry = deployable_bytes(larger, {"weight": 8}).tensors[0]
-    assert entry.encoding == "coo32" and entry.bytes == 512 * (4 + 1)
-    with torch.no_grad():
-        model.weight[:, :300] = 1.0  # 30% non-zero: bitmap (12,500 + 30,000) beats dense (100,000)
-    entry = deployable_bytes(model, {"weight": 8}).tensors[0]
-    assert entry.encoding == "bitmap" and entry.bytes == 12_500 + 30_000
+        layer.weight[layer.weight == 0] = 0.003  # below half a step (1/127): the 8-bit code is 0
+    assert deployable_bytes(layer, {"weight": 8}).tensors[0].nonzero == 100_000  # not quantized: all count
+    add_module_sites(layer)
+    layer.weight_quant.quantizer = layer.weight_quant.make_quantizer(8)
+    entry = deployable_bytes(layer).tensors[0]
+    assert (entry.bits, entry.nonzero, entry.encoding, entry.bytes) == (8, 1000, "rel8", 1297 * 2 + 4)
 
 
 def test_batchnorm_statistics_counted_step_counter_not():

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from sezoo.nn.encoding import SCALE_BYTES, cheapest, encoding_sizes, weight_codes
 from sezoo.nn.quant import weight_bit_widths
 
 _ledger: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("sezoo_mac_ledger", default=None)
@@ -120,19 +121,18 @@ class DeployableBytes:
         return {"total": self.total, "encodings": counts}
 
 
-def _tensor_bytes(name: str, tensor: torch.Tensor, bits: int) -> TensorBytes:
-    numel = tensor.numel()
-    nonzero = int(torch.count_nonzero(tensor))
-    dense = -(-numel * bits // 8)
-    # Sparse encodings: a presence bitmap (1 bit per element) plus the non-zero values, or coordinate
-    # form: each non-zero value with its flat index, 16 bits where 16 bits address every element
-    # (at most 65,536 of them), 32 bits otherwise. The cheapest of the three is deployed.
-    bitmap = -(-numel // 8) + -(-nonzero * bits // 8)
-    index_bytes, coordinate_name = (2, "coo16") if numel <= 1 << 16 else (4, "coo32")
-    coordinate = nonzero * index_bytes + -(-nonzero * bits // 8)
-    options = {"dense": dense, "bitmap": bitmap, coordinate_name: coordinate}
-    encoding = min(options, key=lambda k: (options[k], k != "dense"))
-    return TensorBytes(name, numel, nonzero, bits, encoding, options[encoding])
+def _tensor_bytes(name: str, tensor: torch.Tensor, bits: int, quantized: bool) -> TensorBytes:
+    """The tensor in the cheapest encoding of ``sezoo.nn.encoding`` (the one an export writes). A quantized
+    weight counts its integer codes (a weight that rounds to 0 is a zero) and its scale."""
+    if quantized:
+        codes, _ = weight_codes(tensor, bits)
+        nonzero = codes != 0
+    else:
+        nonzero = (tensor != 0).reshape(-1).cpu().numpy()
+    sizes = encoding_sizes(nonzero, bits)
+    encoding = cheapest(sizes)
+    return TensorBytes(name, tensor.numel(), int(nonzero.sum()), bits, encoding,
+                       sizes[encoding] + (SCALE_BYTES if quantized else 0))
 
 
 def model_bit_widths(model: nn.Module) -> dict[str, int]:
@@ -144,15 +144,19 @@ def model_bit_widths(model: nn.Module) -> dict[str, int]:
 def deployable_bytes(model: nn.Module, bit_widths: dict[str, int] | None = None, default_bits: int = 32) -> DeployableBytes:
     """Bytes to deploy the model: every tensor needed at inference at its bit width.
 
-    ``bit_widths`` maps state-dict names to bits (QAT supplies it); others use ``default_bits``.
+    ``bit_widths`` maps state-dict names to bits (QAT supplies it); others use ``default_bits``. Each
+    tensor counts in its cheapest encoding (``sezoo.nn.encoding``: dense, bitmap, coordinates or relative
+    indices), the one ``sezoo.export`` writes; a QAT weight as its integer codes plus its scale.
     Batch-norm statistics are counted (they are needed unless folded); step counters are not.
     """
     bit_widths = bit_widths or {}
+    quantized = weight_bit_widths(model)
     report = DeployableBytes(total=0)
     for name, tensor in model.state_dict().items():
         if name.endswith("num_batches_tracked") or not tensor.is_floating_point():
             continue
-        entry = _tensor_bytes(name, tensor.detach(), bit_widths.get(name, default_bits))
+        bits = bit_widths.get(name, quantized.get(name, default_bits))
+        entry = _tensor_bytes(name, tensor.detach(), bits, quantized=name in quantized and bits == quantized[name])
         report.tensors.append(entry)
         report.total += entry.bytes
     return report

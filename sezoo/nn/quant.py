@@ -140,14 +140,19 @@ def apply_quantization(model: nn.Module, state: dict[str, dict]) -> None:
         sites[name].quantizer = Quantizer.from_state(site_state)
 
 
-def weight_bit_widths(model: nn.Module) -> dict[str, int]:
-    """State-dict parameter name -> bits, for every parameter a quantized weight site covers."""
-    widths = {}
+def weight_quantizers(model: nn.Module) -> dict[str, Quantizer]:
+    """State-dict parameter name -> its enabled weight quantizer."""
+    quantizers = {}
     for name, site in quant_sites(model).items():
         if site.param and site.quantizer is not None and site.quantizer.enabled:
             owner = name.rpartition(".")[0]
-            widths[f"{owner}.{site.param}" if owner else site.param] = site.quantizer.bits
-    return widths
+            quantizers[f"{owner}.{site.param}" if owner else site.param] = site.quantizer
+    return quantizers
+
+
+def weight_bit_widths(model: nn.Module) -> dict[str, int]:
+    """State-dict parameter name -> bits, for every parameter a quantized weight site covers."""
+    return {name: quantizer.bits for name, quantizer in weight_quantizers(model).items()}
 
 
 def add_module_sites(module: nn.Module) -> None:
