@@ -65,11 +65,11 @@ FAST_TRAINER = ["stage=dense", "trainer.max_epochs=1", "trainer.limit_train_batc
                 "logger.wandb=false", "data.batch_size=4", "data.segment_seconds=0.5", "trainer.log_every_n_steps=1"]
 
 
-def load_recipe(name: str):
-    """A recipe's train.py as a module (recipes are scripts, not an installed package)."""
+def load_recipe(name: str, script: str = "train"):
+    """A recipe's script (``train.py`` by default) as a module (recipes are scripts, not an installed package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"train_{name}", REPO / "recipes" / name / "train.py")
+    spec = importlib.util.spec_from_file_location(f"{script}_{name}", REPO / "recipes" / name / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from sezoo.callbacks import PruningSchedule, QuantizationAwareTraining
 from sezoo.models.tinylstm import TinyLSTM
-from sezoo.nn.sparsity import MaskGroup, nonzero_blocks, unit_layout
+from sezoo.nn.sparsity import MaskGroup, nonzero_blocks, skipped_block_elements, unit_layout
 
 
 # ---------------------------------------------------------------------- masks
@@ -44,6 +44,14 @@ def test_block_masks_cover_partial_edge_blocks_and_conv_kernels():
     group.set_keep(keep)
     group.apply()
     assert torch.nonzero(w.detach().reshape(10, 9) == 0).tolist() == [[8, 8], [9, 8]]
+    assert skipped_block_elements(w, (4, 4)) == 2  # the partial block skips what it holds, not 16
+    keep[0] = False
+    group.set_keep(keep)
+    group.apply()
+    assert skipped_block_elements(w, (4, 4)) == 2 + 16
+    with torch.no_grad():
+        w.view(-1)[5] = 0.0  # row 0, column 5: a scattered zero inside a live block is still multiplied
+    assert skipped_block_elements(w, (4, 4)) == 18 and skipped_block_elements(w, (1, 1)) == 19
 
 
 @pytest.mark.parametrize("rnn", [nn.LSTM(6, 8, num_layers=2, batch_first=True), nn.GRU(6, 8, batch_first=True)])

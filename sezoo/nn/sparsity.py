@@ -95,6 +95,17 @@ def nonzero_blocks(weight: torch.Tensor, block_shape: tuple[int, int]) -> int:
     return int((block_norms(weight, block_shape) > 0).sum())
 
 
+def skipped_block_elements(weight: torch.Tensor, block_shape: tuple[int, int]) -> int:
+    """The elements of ``weight`` inside all-zero blocks: the multiply-accumulates a block-sparse kernel
+    skips each time it applies ``weight`` to one input vector (partial edge blocks count what they hold).
+    Zeros scattered in blocks that hold a non-zero are still multiplied."""
+    (bh, bw), (rows, cols) = block_shape, matrix_shape(weight.shape)
+    zero = (block_norms(weight, block_shape) == 0).float()
+    heights = torch.full((zero.shape[0],), float(bh)).index_fill_(0, torch.tensor([zero.shape[0] - 1]), rows - bh * (zero.shape[0] - 1))
+    widths = torch.full((zero.shape[1],), float(bw)).index_fill_(0, torch.tensor([zero.shape[1] - 1]), cols - bw * (zero.shape[1] - 1))
+    return int(heights @ zero @ widths)
+
+
 class MaskGroup:
     """The masks of one prunable set: one tensor (``weight``, ``block``) or one module's units (``unit``).
 
