@@ -100,7 +100,8 @@ def test_qat_keeps_the_state_dict_and_puts_values_on_the_grid():
     assert "layers.0.bias" not in widths
     bytes_int8 = deployable_bytes(model, widths).total
     weights = sum(p.numel() for n, p in model.named_parameters() if n in widths)
-    assert bytes_int8 == weights + 4 * (sum(p.numel() for p in model.parameters()) - weights)
+    # int8 codes (one byte each) and a float32 scale per weight; everything else float32
+    assert bytes_int8 == weights + 4 * len(widths) + 4 * (sum(p.numel() for p in model.parameters()) - weights)
 
 
 def test_qat_callback_works_per_module_on_a_plain_model():
