@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sezoo.export import load_exported  # noqa: E402
 from sezoo.metrics.cost import deployable_bytes, model_bit_widths, static_macs_per_second  # noqa: E402
-from sezoo.nn.encoding import weight_codes  # noqa: E402
+from sezoo.nn.encoding import SCALE_BYTES, weight_codes  # noqa: E402
 from sezoo.nn.sparsity import skipped_block_elements  # noqa: E402
 
 QUALITY = ("sdr", "si_sdr", "pesq_wb", "stoi")
@@ -65,12 +65,15 @@ def run_row(folder: Path) -> dict:
                       if model.get_parameter(name).dim() == 2)
         executed = macs - skipped * frames_per_second
     widths = model_bit_widths(model)
+    counted = deployable_bytes(model, widths)
     return {
         "run": folder.name, "stage": stage, "structure": structure, "target": sparsity.get("target"),
         "curve": (f"offline-{structure}" if stage == "offline" else structure) if structure else stage,
         "quantized": bool(widths),
         **{k: results["metrics"].get(k) for k in QUALITY},
-        "bytes": deployable_bytes(model, widths).total, "macs": macs, "executed_macs": executed,
+        "bytes": counted.total, "macs": macs, "executed_macs": executed,
+        # the int8 weights alone (codes and their encoding, no scales): what Vela's codec is compared with
+        "int8_weight_bytes": sum(t.bytes - SCALE_BYTES for t in counted.tensors if t.name in widths) if widths else None,
         "vela_codec_bytes": vela_codec_bytes(model) if widths else None,
         "command": results.get("command"),
     }
@@ -94,10 +97,11 @@ def claims(rows: list[dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict], claim_rows: list[dict]) -> str:
-    lines = ["| run | structure | target | SDR | SI-SDR | PESQ-WB | STOI | deployable bytes | Vela codec bytes | MMAC/s dense | MMAC/s executed |",
+    lines = ["| run | structure | target | SDR | SI-SDR | PESQ-WB | STOI | deployable bytes | int8 weights: ours / Vela codec | MMAC/s dense | MMAC/s executed |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        vela = f"{r['vela_codec_bytes']:,}" if r["vela_codec_bytes"] else "-"
+        vela = (f"{r['int8_weight_bytes']:,} / " + (f"{r['vela_codec_bytes']:,}" if r["vela_codec_bytes"] else "-")
+                if r["int8_weight_bytes"] else "-")
         lines.append(f"| {r['run']} | {r['curve']} | {r['target'] if r['target'] is not None else '-'} | {r['sdr']:.2f} | "
                      f"{r['si_sdr']:.2f} | {r['pesq_wb']:.3f} | {r['stoi']:.3f} | {r['bytes']:,} | {vela} | "
                      f"{r['macs'] / 1e6:.2f} | {r['executed_macs'] / 1e6:.2f} |")
