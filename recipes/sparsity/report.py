@@ -35,7 +35,7 @@ from sezoo.nn.sparsity import skipped_block_elements  # noqa: E402
 
 QUALITY = ("sdr", "si_sdr", "pesq_wb", "stoi")
 STYLE = {"weight": ("tab:blue", "o"), "block": ("tab:orange", "s"), "unit": ("tab:green", "^"),
-         "offline-weight": ("tab:blue", "x"), "offline-block": ("tab:orange", "x"), "offline-unit": ("tab:green", "x")}
+         "fp32": ("black", "*"), "int8": ("tab:gray", "D"), "offline-weight": ("tab:blue", "x"), "offline-block": ("tab:orange", "x"), "offline-unit": ("tab:green", "x")}
 
 
 def vela_codec_bytes(model) -> int | None:
@@ -118,6 +118,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, cost, label in ((axes[0], "bytes", "deployable bytes (log)"), (axes[1], "executed_macs", "executed MMAC/s")):
@@ -131,7 +132,9 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylabel("SDR (dB), mini v2 test")
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log")
-    axes[1].legend(fontsize=8)
+    axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[0].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1e3:g} kB"))
+    axes[1].legend(fontsize=8, loc="best")
     fig.suptitle("DTLN on mini v2: joint pruning + int8 QAT against offline int8 magnitude pruning")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
