@@ -66,10 +66,41 @@ def _evaluate(args) -> None:
 def _enhance(args) -> None:
     from sezoo.inference import enhance, resolve_model
 
-    written, skipped = enhance(resolve_model(args.model), args.input, args.output, strict=args.strict)
+    model = resolve_model(args.model)
+    streamer = None
+    if args.stream:
+        from sezoo.streaming import export_onnx, open_streamer
+
+        if args.runtime == "onnx":
+            import tempfile
+
+            folder = export_onnx(model, tempfile.mkdtemp(prefix="sezoo-onnx-"))
+            streamer = lambda: open_streamer(folder, "onnx")  # noqa: E731
+        else:
+            streamer = lambda: open_streamer(model)  # noqa: E731
+    written, skipped = enhance(model, args.input, args.output, strict=args.strict, streamer=streamer, chunk=args.chunk)
     print(f"wrote {len(written)} file(s) to {args.output}")
     if skipped:
         raise FilesSkipped(f"{len(skipped)} file(s) skipped (listed above)")
+
+
+def _export(args) -> None:
+    from sezoo.inference import resolve_model
+    from sezoo.streaming import ONNX_FILE, ONNX_META, export_onnx
+
+    folder = export_onnx(resolve_model(args.model), args.out)
+    print(f"wrote {folder / ONNX_FILE} (one streaming step: frame, valid and state in; out and state out) "
+          f"and {folder / ONNX_META}")
+
+
+def _bench(args) -> None:
+    from sezoo.bench import bench_model, markdown
+
+    rows = [bench_model(name, args.wav, args.runtime, args.threads, args.repeats) for name in args.models]
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 def _zoo_list(args) -> None:
@@ -161,7 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("input")
     en.add_argument("output")
     en.add_argument("--strict", action="store_true", help="stop at the first bad file (default: skip it, exit 1)")
+    en.add_argument("--stream", action="store_true",
+                    help="feed each file through the model's streaming path, chunk by chunk, as live audio arrives")
+    en.add_argument("--chunk", type=int, help="--stream: samples per chunk (default: the model's hop)")
+    en.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                    help="--stream: run the steps in PyTorch or in ONNX Runtime (exported on the fly)")
     en.set_defaults(func=_enhance)
+    ex = sub.add_parser("export", help="a streaming ONNX graph of a model (one step, state in and out)")
+    ex.add_argument("model", help="zoo name or path to an exported model / run folder")
+    ex.add_argument("--format", choices=("onnx",), default="onnx")
+    ex.add_argument("--out", required=True, help="folder for stream.onnx and stream.json")
+    ex.set_defaults(func=_export)
+    be = sub.add_parser("bench", help="milliseconds per hop and real-time factor, streaming, batch 1")
+    be.add_argument("models", nargs="+", help="zoo names or paths to exported models / run folders")
+    be.add_argument("--wav", required=True, help="the file every model streams")
+    be.add_argument("--threads", type=int, default=1)
+    be.add_argument("--runtime", choices=("onnx", "torch"), default="onnx",
+                    help="where frame-stepped models run their steps (others stream in PyTorch)")
+    be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--json", help="also write the rows here")
+    be.set_defaults(func=_bench)
     rep = sub.add_parser("report", help="a markdown results table from run folders")
     rep.add_argument("runs", nargs="+", help="run folders (each with results.json)")
     rep.add_argument("--baseline", help="a run folder to compare MACs and PESQ-WB against")

@@ -60,11 +60,14 @@ def _reason(err: Exception, path: Path) -> str:
     return text[len(str(path)) + 2:] if text.startswith(f"{path}: ") else text
 
 
-def enhance(model: nn.Module, source: str | Path, destination: str | Path, strict: bool = False) -> tuple[list[Path], Skipped]:
+def enhance(model: nn.Module, source: str | Path, destination: str | Path, strict: bool = False,
+            streamer=None, chunk: int | None = None) -> tuple[list[Path], Skipped]:
     """Enhance a file into a file, or every audio file of a folder into a folder (same names).
 
     Output is written at the input's own sample rate. A bad file in a folder is refused with its
     reason (``skipped``) and the others are enhanced; ``strict`` stops at the first one instead.
+    ``streamer``: a function returning a fresh :class:`sezoo.streaming.Streamer`; each file is then fed
+    to one in chunks of ``chunk`` samples (default: the model's hop), as a live input would arrive.
     """
     source, destination = Path(source), Path(destination)
     if source.is_dir():
@@ -80,7 +83,13 @@ def enhance(model: nn.Module, source: str | Path, destination: str | Path, stric
     for src, dst in jobs:
         try:
             file_rate = sf.info(str(src)).samplerate
-            enhanced = enhance_waveform(model, read_audio(src, rate, _min_samples(model)))
+            noisy = read_audio(src, rate, _min_samples(model))
+            if streamer is None:
+                enhanced = enhance_waveform(model, noisy)
+            else:
+                from sezoo.streaming import stream_enhance
+
+                enhanced = torch.from_numpy(stream_enhance(streamer(), noisy.numpy(), chunk or model.hop_samples))
         except (AudioError, RuntimeError) as err:  # soundfile raises RuntimeError for unreadable files
             if len(jobs) == 1:
                 raise AudioError(f"{src}: {_reason(err, src)}") from err

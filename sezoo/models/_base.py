@@ -17,6 +17,9 @@ and overrides, where its defaults do not fit:
   sample can leave, computation taking no time);
 - ``reports_own_macs``: ``True`` when what runs depends on the input (gates, routers, skipped
   steps) and the model reports its executed MACs itself (see :mod:`sezoo.metrics.cost`);
+- ``stream_framing`` / ``stream_state`` / ``stream_step`` (and ``stream_delay_frames`` with
+  look-ahead): a frame-stepped streaming path, which :mod:`sezoo.streaming` runs in PyTorch or exports
+  to ONNX; or ``streamer()`` where the model streams otherwise;
 - ``set_operating_point(**point)``: switch among the operating points that one weight file
   serves (a utilization factor, say). Exports and zoo entries record the point and restore it.
 """
@@ -94,6 +97,11 @@ class SEModel(nn.Module):
     @property
     def latency_ms(self) -> float:
         return 1000.0 * self.latency_samples / self.sample_rate
+
+    @property
+    def stream_delay_frames(self) -> int:
+        """Frame-stepped streaming (:mod:`sezoo.streaming`): steps between a frame and its output (look-ahead)."""
+        return 0
 
     @property
     def reports_own_macs(self) -> bool:

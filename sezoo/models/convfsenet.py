@@ -24,6 +24,7 @@ from sezoo.models._base import SEModel
 from sezoo.models._registry import register_model
 from sezoo.nn.gates import ChannelGate
 from sezoo.nn.stft import STFT
+from sezoo.streaming import Framing
 
 
 class ResidualBlock(nn.Module):
@@ -61,6 +62,42 @@ class ResidualBlock(nn.Module):
             h = h * gates
         return x + self.project(h)
 
+
+    # ------------------------------------------------------------------ streaming (sezoo.streaming)
+    def stream_state(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The depthwise convolution's history of post-norm1 frames, and, with look-ahead, the block
+        inputs, gates and validity of the frames still waiting for their future frames."""
+        hidden, channels, wait = self.expand.out_channels, self.expand.in_channels, self.padding[1]
+        state = {f"{prefix}.history": torch.zeros(1, hidden, self.dilation * (self.kernel_size - 1) + 1)}
+        if wait:
+            state.update({f"{prefix}.waiting_inputs": torch.zeros(1, channels, wait),
+                          f"{prefix}.waiting_gates": torch.zeros(1, hidden, wait),
+                          f"{prefix}.waiting_valid": torch.zeros(1, 1, wait)})
+        return state
+
+    def step(self, x: torch.Tensor, valid: torch.Tensor, *state: torch.Tensor):
+        """One frame ``[1, C]`` -> the output of the frame ``padding[1]`` frames back, its validity and
+        the new state. A frame that is not valid (before the start, after the end) enters the depthwise
+        history as 0: the zero padding of the offline convolution."""
+        gates = (self.gate.logits(x[..., None])[..., 0] > 0).to(x.dtype) if self.gate is not None else None
+        e = F.linear(x, self.expand.weight[:, :, 0], self.expand.bias)
+        if gates is not None:
+            e = e * gates
+        h1 = self.norm1(self.act1(e)) * valid[:, None]
+        history = torch.cat([state[0][:, :, 1:], h1[:, :, None]], dim=-1)
+        if self.padding[1]:  # the output is the oldest waiting frame's
+            inputs = torch.cat([state[1], x[:, :, None]], dim=-1)
+            gate_queue = torch.cat([state[2], (gates if gates is not None else torch.ones_like(e))[:, :, None]], dim=-1)
+            valid_queue = torch.cat([state[3], valid.reshape(1, 1, 1)], dim=-1)
+            x, gates, valid = inputs[:, :, 0], gate_queue[:, :, 0] if gates is not None else None, valid_queue[:, 0, :1]
+            waiting = (inputs[:, :, 1:], gate_queue[:, :, 1:], valid_queue[:, :, 1:])
+        else:
+            valid, waiting = valid.reshape(1, 1), ()
+        taps = history[:, :, :: self.dilation]
+        h2 = self.norm2(self.act2((taps * self.depthwise.weight[:, 0, :]).sum(-1) + self.depthwise.bias))
+        if gates is not None:
+            h2 = h2 * gates
+        return x + F.linear(h2, self.project.weight[:, :, 0], self.project.bias), valid.reshape(1), (history, *waiting)
 
 @register_model("convfsenet")
 class ConvFSENet(SEModel):
@@ -158,6 +195,33 @@ class ConvFSENet(SEModel):
         """[B, T] noisy waveform -> [B, T] enhanced waveform."""
         spec = self.stft(waveform)
         return self.stft.inverse(spec * self.mask(self.features(spec)), waveform.shape[-1])
+
+    # ------------------------------------------------------------------ streaming (sezoo.streaming)
+    def stream_framing(self) -> Framing:
+        return Framing(self.stft.n_fft, self.stft.hop, "stft_mask", centered=True, window="hann")
+
+    @property
+    def stream_delay_frames(self) -> int:
+        return self.lookahead_frames
+
+    def _block_state_sizes(self) -> list[int]:
+        return [len(b.stream_state("")) for b in self.blocks]
+
+    def stream_state(self) -> dict[str, torch.Tensor]:
+        return {n: t for k, b in enumerate(self.blocks) for n, t in b.stream_state(f"block{k}").items()}
+
+    def stream_step(self, magnitude: torch.Tensor, valid: torch.Tensor, *state: torch.Tensor):
+        """``|STFT|`` of one frame ``[1, bins]`` and the state -> the mask of the frame
+        ``stream_delay_frames`` back and the new state. Every channel is computed and closed ones are
+        masked, as the training path does (:meth:`stream_mask` computes only the open ones)."""
+        features = magnitude if self.compression == 1.0 else (magnitude + 1e-12) ** self.compression
+        h = F.relu(F.linear(features, self.front.weight[:, :, 0], self.front.bias))
+        new_state, at = [], 0
+        for block, size in zip(self.blocks, self._block_state_sizes()):
+            h, valid, block_state = block.step(h, valid, *state[at:at + size])
+            new_state += block_state
+            at += size
+        return (torch.sigmoid(F.linear(h, self.back.weight[:, :, 0], self.back.bias)), *new_state)
 
     # ------------------------------------------------------------------ streaming inference
     @torch.no_grad()

@@ -312,6 +312,13 @@ class SlimmableDemucs(SEModel):
     def min_samples(self) -> int:
         return self.valid_length(1)
 
+    def streamer(self):
+        """Its own streaming executor (:mod:`sezoo.models.demucs_streaming`): routed hop by hop; the input
+        scale is the running RMS of what has arrived (the offline forward divides by the whole file's)."""
+        from sezoo.models.demucs_streaming import SlimStreamer  # it imports this module
+
+        return SlimStreamer(self)
+
     @property
     def latency_samples(self) -> int:
         """Measured on the streaming executor, the way the model runs in real time: fed one hop at a time,

@@ -30,6 +30,7 @@ from sezoo.models._base import SEModel
 from sezoo.models._registry import register_model
 from sezoo.nn.lstm import QuantLSTMLayer
 from sezoo.nn.quant import QuantLinear, QuantSite
+from sezoo.streaming import Framing
 
 
 class InstantLayerNorm(nn.Module):
@@ -64,6 +65,17 @@ class MaskStage(nn.Module):
         for layer in self.layers:
             h = layer(h)
         return self.mask_quant(torch.sigmoid(self.mask_fc(h)))
+
+    def stream_state(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {n: t for k, layer in enumerate(self.layers) for n, t in layer.stream_state(f"{prefix}.layer{k}").items()}
+
+    def step(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One frame ``[1, size]`` -> its mask, and the new state (two tensors per layer)."""
+        h, new_state = self.norm_quant(self.norm(x)), []
+        for k, layer in enumerate(self.layers):
+            h, layer_state = layer.step(h, *state[2 * k:2 * k + 2])
+            new_state += layer_state
+        return self.mask_quant(torch.sigmoid(self.mask_fc(h))), new_state
 
     def macs_per_frame(self) -> int:
         return sum(layer.macs_per_update for layer in self.layers) + self.mask_fc.weight.numel()
@@ -144,6 +156,24 @@ class DTLN(SEModel):
         encoded = self.encoder(estimate)
         decoded = self.decoder(encoded * self.basis_stage(encoded))
         return self.overlap_add(decoded, waveform.shape[-1])
+
+    # ------------------------------------------------------------------ streaming (sezoo.streaming)
+    def stream_framing(self) -> Framing:
+        return Framing(self.frame, self.hop, "waveform", centered=False, window=None)
+
+    def stream_state(self) -> dict[str, torch.Tensor]:
+        return {**self.magnitude_stage.stream_state("magnitude"), **self.basis_stage.stream_state("basis")}
+
+    def stream_step(self, frame: torch.Tensor, valid: torch.Tensor, *state: torch.Tensor):
+        """One frame ``[1, frame]`` and the state -> the frame to overlap-add and the new state: the
+        offline forward's arithmetic, one frame at a time."""
+        split = 2 * len(self.magnitude_stage.layers)
+        spectrum = torch.fft.rfft(frame, dim=-1)
+        mask, state1 = self.magnitude_stage.step(torch.log(spectrum.abs() + 1e-7), *state[:split])
+        estimate = torch.fft.irfft(spectrum * mask, n=self.frame, dim=-1)
+        encoded = self.encoder(estimate)
+        mask2, state2 = self.basis_stage.step(encoded, *state[split:])
+        return (self.decoder(encoded * mask2), *state1, *state2)
 
     # ------------------------------------------------------------------ unit pruning
     @torch.no_grad()

@@ -29,6 +29,7 @@ from sezoo.models._registry import register_model
 from sezoo.nn.lstm import QuantLSTMLayer, SkipGate, round_straight_through  # noqa: F401 (re-exported)
 from sezoo.nn.quant import QuantLinear, QuantSite
 from sezoo.nn.stft import STFT
+from sezoo.streaming import Framing
 
 
 @register_model("tinylstm")
@@ -83,6 +84,23 @@ class TinyLSTM(SEModel):
         features = (spec.abs() + 1e-12) ** self.compression
         mask = self.mask(features.transpose(1, 2)).transpose(1, 2)
         return self.stft.inverse(spec * mask, waveform.shape[-1])
+
+    # ------------------------------------------------------------------ streaming (sezoo.streaming)
+    def stream_framing(self) -> Framing:
+        return Framing(self.stft.n_fft, self.stft.hop, "stft_mask", centered=True, window="hann")
+
+    def stream_state(self) -> dict[str, torch.Tensor]:
+        return {name: t for k, layer in enumerate(self.layers) for name, t in layer.stream_state(f"layer{k}").items()}
+
+    def stream_step(self, magnitude: torch.Tensor, valid: torch.Tensor, *state: torch.Tensor):
+        """``|STFT|`` of one frame ``[1, bins]`` and the state -> its mask and the new state."""
+        h, new_state, at = self.input_quant((magnitude + 1e-12) ** self.compression), [], 0
+        for layer in self.layers:
+            size = 4 if layer.skip is not None else 2
+            h, layer_state = layer.step(h, *state[at:at + size])
+            new_state += layer_state
+            at += size
+        return (self.mask_quant(torch.sigmoid(self.mask_fc(h))), *new_state)
 
     def update_rates(self) -> list[torch.Tensor]:
         """Skip models: each layer's update gates [B, T] from the last forward."""

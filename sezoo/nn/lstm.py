@@ -120,6 +120,30 @@ class QuantLSTMLayer(nn.Module):
             self.skip.last_utilization = self.last_updates.mean()
         return torch.stack(outputs, dim=1)
 
+    # ------------------------------------------------------------------ streaming (sezoo.streaming)
+    def stream_state(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The state one step carries: h and c, and a skip layer's update probability and last delta."""
+        state = {f"{prefix}.h": torch.zeros(1, self.hidden_size), f"{prefix}.c": torch.zeros(1, self.hidden_size)}
+        if self.skip is not None:
+            state.update({f"{prefix}.update_prob": torch.ones(1, 1), f"{prefix}.delta": torch.ones(1, 1)})
+        return state
+
+    def step(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One frame ``[1, input_size]`` -> ``[1, hidden_size]`` and the new state (the order of
+        :meth:`stream_state`), as the eval forward computes it. A skip layer computes the step and keeps
+        it only where its gate updates: a pure function, so it exports to one ONNX graph."""
+        w_ih, w_hh, bias = self.weights()
+        h, c = state[0], state[1]
+        h_new, c_new = self.cell(x @ w_ih.T + bias + h @ w_hh.T, c)
+        if self.skip is None:
+            return h_new, (h_new, c_new)
+        update_prob, delta = state[2], state[3]
+        u = torch.round(update_prob)
+        h, c = u * h_new + (1 - u) * h, u * c_new + (1 - u) * c
+        delta = u * self.skip(c_new) + (1 - u) * delta
+        update_prob = u * delta + (1 - u) * (update_prob + torch.minimum(delta, 1 - update_prob))
+        return h, (h, c, update_prob, delta)
+
     @torch.no_grad()
     def live_units(self) -> torch.Tensor:
         """Indices of the units the layer keeps: those its threshold keeps, or, without one, those with

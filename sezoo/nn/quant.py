@@ -16,6 +16,7 @@ request; sigmoid and tanh outputs have fixed ranges.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -58,9 +59,15 @@ class Quantizer:
             return x
         if self.kind == "activation" and (self.max_abs is None or (self.observing and training)):
             self.observe(x)
+        scale = self.scale_for(x)
+        if torch.compiler.is_exporting():
+            # ONNX's QuantizeLinear has no symmetric [-127, 127] range: the same arithmetic, spelled out
+            # (multiplying by the inverse scale, as the fused op does, and rounding half to even).
+            inverse = float(np.float32(1.0) / np.float32(scale))  # in float32, as the fused op computes it
+            return torch.clamp(torch.round(x * inverse), self.qmin, self.qmax) * scale
         # PyTorch's fused op: round half to even, clamp, and a straight-through gradient that is zero
         # where the input was clipped.
-        return torch.fake_quantize_per_tensor_affine(x, self.scale_for(x), 0, self.qmin, self.qmax)
+        return torch.fake_quantize_per_tensor_affine(x, scale, 0, self.qmin, self.qmax)
 
     # ------------------------------------------------------------------ state (checkpoints, exports)
     def state(self) -> dict:

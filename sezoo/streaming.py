@@ -1,0 +1,339 @@
+"""One streaming interface for every architecture, in PyTorch or in ONNX Runtime.
+
+A :class:`Streamer` is fed chunks of any size (``push``) and returns the enhanced samples that became
+final; ``flush`` marks the end of the input and returns the rest. Concatenated, the outputs are the
+offline ``model(x)`` (tested per architecture); ``latency_samples`` is the algorithmic latency.
+
+Most models are *frame-stepped*: the model offers
+
+- ``stream_framing()``: a :class:`Framing`, how the host cuts the input into frames and puts the
+  output back (the STFT with ``torch.stft(center=True)``'s reflect padding and ``torch.istft``'s window
+  normalisation, or plain frames with overlap-add);
+- ``stream_state()``: its initial state, named tensors at batch 1 (LSTM cells, convolution histories);
+- ``stream_step(frame, valid, *state) -> (out, *state)``: one frame, a pure tensor function, so the
+  same code runs eagerly and exports to one ONNX graph with the state as inputs and outputs (as the
+  peers' streaming exports do);
+- ``stream_delay_frames``: how many steps a frame's output comes after the frame (look-ahead). At the
+  end the host runs that many more steps with ``valid = 0``: the zero padding the offline network sees.
+
+The host side (framing, FFTs, overlap-add) is NumPy, so an ONNX export streams with ONNX Runtime and
+NumPy alone (:func:`open_streamer` on an export folder). A model whose streaming is not frame-stepped
+(the slimmable DEMUCS resamples and convolves in time) offers ``streamer()`` instead, with the same
+``push``/``flush``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+ONNX_FILE, ONNX_META, ONNX_STATE = "stream.onnx", "stream.json", "stream_state.safetensors"
+ONNX_OPSET = 18  # the torch 2.11 exporter's lowest working opset
+
+
+class Streamer(Protocol):
+    latency_samples: int
+
+    def push(self, samples: np.ndarray) -> np.ndarray: ...
+
+    def flush(self) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How the host frames a frame-stepped model's input and reassembles its output.
+
+    Args:
+        frame: samples per frame (the FFT size).
+        hop: samples between frames.
+        kind: ``"stft_mask"``: the step gets ``|rfft(window * frame)|`` ``[1, bins]`` and returns a real
+            mask for that spectrum, inverted and windowed again by the host; ``"waveform"``: the step
+            gets the raw frame ``[1, frame]`` and returns the frame to overlap-add.
+        centered: ``torch.stft(center=True)``'s framing: ``frame // 2`` reflected samples on each side,
+            and the overlap-added output divided by the summed squared windows (``torch.istft``).
+            Otherwise ``frame - hop`` zeros before the input, zeros after it to a whole hop, and a plain
+            overlap-add.
+        window: ``"hann"``, ``"sqrt_hann"`` (periodic) or ``None`` (rectangular, no synthesis window).
+    """
+
+    frame: int
+    hop: int
+    kind: str
+    centered: bool
+    window: str | None
+
+    def __post_init__(self):
+        if self.kind not in ("stft_mask", "waveform"):
+            raise ValueError(f"Framing.kind={self.kind!r}: 'stft_mask' or 'waveform'")
+        if self.centered and self.hop > self.frame // 2:
+            raise ValueError(f"Framing: centered frames need hop <= frame // 2, got hop={self.hop}, frame={self.frame}")
+
+    def window_array(self) -> np.ndarray:
+        if self.window is None:
+            return np.ones(self.frame, np.float32)
+        w = torch.hann_window(self.frame, periodic=True)  # the very window the offline STFT uses
+        return (w.sqrt() if self.window == "sqrt_hann" else w).numpy()
+
+    @property
+    def lead(self) -> int:
+        """Padded samples before the first input sample."""
+        return self.frame // 2 if self.centered else self.frame - self.hop
+
+
+class FrameStreamer:
+    """The host loop of a frame-stepped model: ``step`` is a :class:`TorchStep` or an :class:`OnnxStep`."""
+
+    def __init__(self, framing: Framing, step, delay_frames: int = 0, latency_samples: int | None = None):
+        self.framing, self.step, self.delay = framing, step, int(delay_frames)
+        self.latency_samples = int(latency_samples if latency_samples is not None
+                                   else framing.frame + self.delay * framing.hop)
+        self._window = framing.window_array()
+        self.reset()
+
+    def reset(self) -> None:
+        f = self.framing
+        self.step.reset()
+        self._received = 0
+        self._head = np.zeros(0, np.float32)   # centered: input kept until the start can be reflected
+        self._tail = np.zeros(0, np.float32)   # centered: the newest frame // 2 + 1 inputs, for the end
+        self._pending = None if f.centered else np.zeros(f.lead, np.float32)  # padded input not yet framed
+        self._spectra: list[np.ndarray] = []   # stft_mask: spectra awaiting their delayed mask
+        self._steps = 0
+        self._numerator = np.zeros(f.frame, np.float32)
+        self._envelope = np.zeros(f.frame, np.float32)
+        self._to_skip = f.lead                 # padded positions before the first input sample
+        self._emitted = 0
+        self._flushed = False
+
+    # -- the public interface ----------------------------------------------------------------------
+    def push(self, samples) -> np.ndarray:
+        if self._flushed:
+            raise RuntimeError("push after flush: call reset() to start a new stream")
+        x = np.asarray(samples, np.float32).reshape(-1)
+        self._received += x.size
+        f = self.framing
+        if f.centered:
+            self._tail = np.concatenate([self._tail, x])[-(f.frame // 2 + 1):]
+            if self._pending is None:
+                self._head = np.concatenate([self._head, x])
+                if self._head.size <= f.frame // 2:
+                    return np.zeros(0, np.float32)
+                x, self._head = self._head, None
+                self._pending = x[f.frame // 2:0:-1].copy()  # torch.stft's reflect padding at the start
+        self._pending = np.concatenate([self._pending, x])
+        return self._run_frames()
+
+    def flush(self) -> np.ndarray:
+        f = self.framing
+        if self._flushed:
+            return np.zeros(0, np.float32)
+        if f.centered:
+            if self._pending is None:
+                raise ValueError(f"the stream ended after {self._received} samples; this model needs at least "
+                                 f"{f.frame // 2 + 1} (its STFT reflects half a frame at each end)")
+            end = self._tail[-2::-1][: f.frame // 2]  # the reflect padding at the end
+        else:
+            end = np.zeros(-self._received % f.hop, np.float32)
+        self._pending = np.concatenate([self._pending, end])
+        out = [self._run_frames()]
+        for _ in range(self.delay):  # the zero padding after the end, inside the network
+            out.append(self._process(np.zeros(f.frame, np.float32), valid=False))
+        out.append(self._emit(self._numerator.size, final=True))
+        self._flushed = True
+        return np.concatenate(out)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def _run_frames(self) -> np.ndarray:
+        f, out = self.framing, []
+        while self._pending.size >= f.frame:
+            out.append(self._process(self._pending[: f.frame], valid=True))
+            self._pending = self._pending[f.hop:]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def _process(self, frame: np.ndarray, valid: bool) -> np.ndarray:
+        f = self.framing
+        if f.kind == "stft_mask":
+            spectrum = np.fft.rfft(frame * self._window)
+            self._spectra.append(spectrum)
+            mask = self.step(np.abs(spectrum)[None].astype(np.float32), valid)
+            self._steps += 1
+            if self._steps <= self.delay:  # the mask of a frame before the first
+                return np.zeros(0, np.float32)
+            spectrum = self._spectra.pop(0)
+            out = np.fft.irfft(spectrum * mask[0], f.frame).astype(np.float32) * self._window
+        else:
+            out = self.step(frame[None], valid)[0]
+            self._steps += 1
+            if self._steps <= self.delay:
+                return np.zeros(0, np.float32)
+        self._numerator += out
+        if f.centered:
+            self._envelope += self._window ** 2
+        return self._emit(f.hop, final=False)
+
+    def _emit(self, count: int, final: bool) -> np.ndarray:
+        """Release the first ``count`` overlap-added positions (final once no later frame reaches them)."""
+        num, self._numerator = self._numerator[:count], np.concatenate([self._numerator[count:], np.zeros(count, np.float32)])
+        if self.framing.centered:
+            env, self._envelope = self._envelope[:count], np.concatenate([self._envelope[count:], np.zeros(count, np.float32)])
+            num = num / np.where(env > 1e-11, env, 1.0)
+        skip = min(self._to_skip, num.size)
+        self._to_skip -= skip
+        num = num[skip:]
+        if final:
+            num = num[: max(self._received - self._emitted, 0)]
+            num = np.concatenate([num, np.zeros(self._received - self._emitted - num.size, np.float32)])
+        self._emitted += num.size
+        return num.astype(np.float32)
+
+
+class TorchStep:
+    """A model's ``stream_step`` called eagerly, its state kept between calls."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model.eval()
+
+    def reset(self) -> None:
+        self.state = list(self.model.stream_state().values())
+
+    @torch.inference_mode()
+    def __call__(self, frame: np.ndarray, valid: bool) -> np.ndarray:
+        out, *self.state = self.model.stream_step(torch.from_numpy(frame), torch.tensor([float(valid)]), *self.state)
+        return out.numpy()
+
+
+class OnnxStep:
+    """The exported step graph in ONNX Runtime; the state round-trips as NumPy arrays."""
+
+    def __init__(self, folder: str | Path, threads: int = 1):
+        import onnxruntime as ort
+
+        folder = Path(folder)
+        self.meta = json.loads((folder / ONNX_META).read_text())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+        self.state_names = [s["name"] for s in self.meta["state"]]
+        self.graph_inputs = {i.name for i in self.session.get_inputs()}  # an unused `valid` is pruned
+
+        from safetensors.numpy import load_file
+
+        initial = load_file(str(folder / ONNX_STATE))
+        self.initial_state = [initial[name] for name in self.state_names]
+
+    def reset(self) -> None:
+        self.state = [s.copy() for s in self.initial_state]
+
+    def __call__(self, frame: np.ndarray, valid: bool) -> np.ndarray:
+        feed = {"frame": frame, "valid": np.array([float(valid)], np.float32),
+                **dict(zip(self.state_names, self.state))}
+        out, *self.state = self.session.run(None, {k: v for k, v in feed.items() if k in self.graph_inputs})
+        return out
+
+
+class TimeStreamer:
+    """The :class:`Streamer` interface over a model's own tensor streamer (``push``/``flush`` on ``[1, n]``
+    tensors): models that stream in time rather than in frames (the slimmable DEMUCS)."""
+
+    def __init__(self, streamer, latency_samples: int):
+        self.streamer, self.latency_samples = streamer, int(latency_samples)
+
+    def push(self, samples) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(samples, np.float32).reshape(1, -1))
+        return self.streamer.push(x)[0].numpy()
+
+    def flush(self) -> np.ndarray:
+        return self.streamer.flush()[0].numpy()
+
+
+def is_frame_stepped(model: nn.Module) -> bool:
+    return callable(getattr(model, "stream_step", None))
+
+
+def open_streamer(source, runtime: str = "torch", threads: int = 1) -> Streamer:
+    """A streamer for a model (``runtime="torch"``) or an ONNX export folder (``runtime="onnx"``)."""
+    if runtime == "onnx":
+        step = OnnxStep(source, threads)
+        meta = step.meta
+        return FrameStreamer(Framing(**meta["framing"]), step, meta["delay_frames"], meta["latency_samples"])
+    if runtime != "torch":
+        raise ValueError(f"runtime={runtime!r}: 'torch' or 'onnx'")
+    model = source
+    if is_frame_stepped(model):
+        return FrameStreamer(model.stream_framing(), TorchStep(model), model.stream_delay_frames, model.latency_samples)
+    if callable(getattr(model, "streamer", None)):
+        return TimeStreamer(model.streamer(), model.latency_samples)
+    raise NotImplementedError(f"{type(model).__name__} has no streaming path (neither stream_step nor streamer)")
+
+
+def stream_enhance(streamer: Streamer, waveform, chunk: int) -> np.ndarray:
+    """Feed ``waveform`` ``[T]`` in chunks of ``chunk`` samples, then flush; the enhanced ``[T]``."""
+    x = np.asarray(waveform, np.float32).reshape(-1)
+    pieces = [streamer.push(x[start:start + chunk]) for start in range(0, x.size, chunk)]
+    pieces.append(streamer.flush())
+    return np.concatenate(pieces)
+
+
+# ---------------------------------------------------------------------------------------- ONNX export
+class _StepGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frame, valid, *state):
+        return self.model.stream_step(frame, valid, *state)
+
+
+def _with_quantized_weights(model: nn.Module) -> nn.Module:
+    """A copy whose QAT weights hold their quantized values, with the weight quantizers removed: the
+    graph then carries constant weights instead of recomputing each one's scale every step."""
+    from sezoo.nn.quant import quant_sites, weight_quantizers
+
+    quantizers = weight_quantizers(model)
+    if not quantizers:
+        return model
+    model = copy.deepcopy(model)
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, quantizer in quantizers.items():
+            parameters[name].copy_(quantizer(parameters[name], training=False))
+    for site in quant_sites(model).values():
+        if site.param:
+            site.quantizer = None
+    return model
+
+
+def export_onnx(model: nn.Module, folder: str | Path) -> Path:
+    """Write ``stream.onnx`` (one step: frame, valid and state in; output and state out),
+    ``stream.json`` (framing, state names and shapes, delay, latency) and ``stream_state.safetensors``
+    (the initial state) to ``folder``."""
+    if not is_frame_stepped(model):
+        raise NotImplementedError(f"{type(model).__name__} streams in time, not in frames: no single-step ONNX "
+                                  f"graph yet (its streamer runs in PyTorch: `sezoo enhance --stream`)")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = _with_quantized_weights(model.eval())
+    framing = model.stream_framing()
+    state = model.stream_state()
+    width = framing.frame // 2 + 1 if framing.kind == "stft_mask" else framing.frame
+    args = (torch.rand(1, width), torch.ones(1), *state.values())
+    names = list(state)
+    with torch.no_grad():
+        torch.onnx.export(_StepGraph(model).eval(), args, str(folder / ONNX_FILE), dynamo=True, opset_version=ONNX_OPSET,
+                          input_names=["frame", "valid", *names], output_names=["out", *(f"{n}.out" for n in names)],
+                          verbose=False, external_data=False)
+    meta = {"format": 1, "framing": asdict(framing), "delay_frames": model.stream_delay_frames,
+            "latency_samples": model.latency_samples, "sample_rate": model.sample_rate,
+            "state": [{"name": n, "shape": list(t.shape)} for n, t in state.items()],
+            "inputs": ["frame", "valid", *names], "outputs": ["out", *(f"{n}.out" for n in names)]}
+    (folder / ONNX_META).write_text(json.dumps(meta, indent=1))
+    save_file({n: t.contiguous() for n, t in state.items()}, str(folder / ONNX_STATE))  # not all zeros (skip gates)
+    return folder
