@@ -23,8 +23,13 @@ NumPy alone (:func:`open_streamer` on an export folder). A model whose streaming
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
+import logging
+import sys
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -326,10 +331,19 @@ def export_onnx(model: nn.Module, folder: str | Path) -> Path:
     width = framing.frame // 2 + 1 if framing.kind == "stft_mask" else framing.frame
     args = (torch.rand(1, width), torch.ones(1), *state.values())
     names = list(state)
-    with torch.no_grad():
-        torch.onnx.export(_StepGraph(model).eval(), args, str(folder / ONNX_FILE), dynamo=True, opset_version=ONNX_OPSET,
-                          input_names=["frame", "valid", *names], output_names=["out", *(f"{n}.out" for n in names)],
-                          verbose=False, external_data=False)
+    # The exporter narrates each phase on stdout and warns about torchvision ops no model here uses:
+    # keep that out of the user's output unless the export fails.
+    narration = io.StringIO()
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), contextlib.redirect_stdout(narration), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations, nothing to act on
+            torch.onnx.export(_StepGraph(model).eval(), args, str(folder / ONNX_FILE), dynamo=True, opset_version=ONNX_OPSET,
+                              input_names=["frame", "valid", *names], output_names=["out", *(f"{n}.out" for n in names)],
+                              verbose=False, external_data=False)
+    except Exception:
+        print(narration.getvalue(), file=sys.stderr)
+        raise
     meta = {"format": 1, "framing": asdict(framing), "delay_frames": model.stream_delay_frames,
             "latency_samples": model.latency_samples, "sample_rate": model.sample_rate,
             "state": [{"name": n, "shape": list(t.shape)} for n, t in state.items()],
