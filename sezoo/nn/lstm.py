@@ -130,17 +130,25 @@ class QuantLSTMLayer(nn.Module):
 
     def step(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One frame ``[1, input_size]`` -> ``[1, hidden_size]`` and the new state (the order of
-        :meth:`stream_state`), as the eval forward computes it. A skip layer computes the step and keeps
-        it only where its gate updates: a pure function, so it exports to one ONNX graph."""
+        :meth:`stream_state`), as the eval forward computes it. A skip layer runs the step only when its
+        gate updates: a ``torch.cond``, which exports to an ONNX ``If``, so a skipped step costs its time
+        too, not only its MACs."""
         w_ih, w_hh, bias = self.weights()
         h, c = state[0], state[1]
-        h_new, c_new = self.cell(x @ w_ih.T + bias + h @ w_hh.T, c)
         if self.skip is None:
-            return h_new, (h_new, c_new)
+            h, c = self.cell(x @ w_ih.T + bias + h @ w_hh.T, c)
+            return h, (h, c)
         update_prob, delta = state[2], state[3]
+
+        def update(x, h, c, delta, w_ih, w_hh, bias):
+            h, c = self.cell(x @ w_ih.T + bias + h @ w_hh.T, c)
+            return h, c, self.skip(c)
+
+        def copy(x, h, c, delta, w_ih, w_hh, bias):
+            return h.clone(), c.clone(), delta.clone()
+
         u = torch.round(update_prob)
-        h, c = u * h_new + (1 - u) * h, u * c_new + (1 - u) * c
-        delta = u * self.skip(c_new) + (1 - u) * delta
+        h, c, delta = torch.cond(u[0, 0] > 0, update, copy, (x, h, c, delta, w_ih, w_hh, bias))
         update_prob = u * delta + (1 - u) * (update_prob + torch.minimum(delta, 1 - update_prob))
         return h, (h, c, update_prob, delta)
 

@@ -16,9 +16,18 @@ request; sigmoid and tanh outputs have fixed ranges.
 """
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import torch
 from torch import nn
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (half to even), in plain Python: the exporter's tracer
+    turns NumPy arithmetic into tensor constants, which a ``torch.cond`` branch may not hold. Rounding a
+    double quotient to float32 gives the float32 quotient (53 >= 2 x 24 + 2 bits)."""
+    mantissa, exponent = math.frexp(value)
+    return math.ldexp(round(mantissa * 2 ** 24) / 2 ** 24, exponent)
 
 
 class Quantizer:
@@ -60,10 +69,10 @@ class Quantizer:
         if self.kind == "activation" and (self.max_abs is None or (self.observing and training)):
             self.observe(x)
         scale = self.scale_for(x)
-        if torch.compiler.is_exporting():
-            # ONNX's QuantizeLinear has no symmetric [-127, 127] range: the same arithmetic, spelled out
-            # (multiplying by the inverse scale, as the fused op does, and rounding half to even).
-            inverse = float(np.float32(1.0) / np.float32(scale))  # in float32, as the fused op computes it
+        if torch.compiler.is_compiling():  # exporting (the branches of a torch.cond too)
+            # ONNX's QuantizeLinear has no symmetric [-127, 127] range: the same arithmetic, spelled out,
+            # with the fused op's float32 inverse scale (so that ties round alike) and rounding half to even.
+            inverse = _float32(1.0 / _float32(scale))
             return torch.clamp(torch.round(x * inverse), self.qmin, self.qmax) * scale
         # PyTorch's fused op: round half to even, clamp, and a straight-through gradient that is zero
         # where the input was clipped.
