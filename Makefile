@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# the W&B sweep engine for `sezoo sweep`: its numpy<2 pin is stricter than it needs (see pyproject.toml)
+	$(BIN)/python -m pip install -q --no-deps "sweeps==0.3.0"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -103,6 +103,21 @@ def _bench(args) -> None:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
+def _sweep(args) -> None:
+    from sezoo.sweep import RESULTS_TABLE, Sweep, markdown
+
+    sweep = Sweep(args.sweep_file, name=args.name, runs_dir=args.runs_dir)
+    state = sweep.run(count=args.count, parallel=args.parallel, retry_failed=args.retry_failed, dry_run=args.dry_run)
+    if args.dry_run:
+        return
+    print(markdown(sweep))
+    print(f"\n(also in {sweep.folder / RESULTS_TABLE}; compare the runs: sezoo compare {sweep.folder})")
+    failed = [r.id for r in state.runs if r.state == "failed"]
+    if failed:
+        raise FilesSkipped(f"{len(failed)} run(s) failed: {', '.join(failed)} (their train.log says why; "
+                           f"--retry-failed runs them again)")
+
+
 def _zoo_list(args) -> None:
     from sezoo import zoo
 
@@ -212,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--repeats", type=int, default=3)
     be.add_argument("--json", help="also write the rows here")
     be.set_defaults(func=_bench)
+    sw = sub.add_parser("sweep", help="run a W&B-format sweep here, offline (the W&B sweep engine proposes the runs)")
+    sw.add_argument("sweep_file", help="e.g. recipes/dyncp/sweep.yaml")
+    sw.add_argument("--count", type=int, help="start at most N runs in this call (default: a grid to its end)")
+    sw.add_argument("--parallel", type=int, default=1, help="trainings at once on this machine")
+    sw.add_argument("--name", help="the sweep's folder under runs/<recipe>/sweeps/ (default: the YAML's file name)")
+    sw.add_argument("--runs-dir", default="runs", help="the run.dir of every run (default: runs)")
+    sw.add_argument("--retry-failed", action="store_true", help="run failed runs of a resumed sweep again")
+    sw.add_argument("--dry-run", action="store_true", help="print the commands of the runs a new sweep would start")
+    sw.set_defaults(func=_sweep)
     rep = sub.add_parser("report", help="a markdown results table from run folders")
     rep.add_argument("runs", nargs="+", help="run folders (each with results.json)")
     rep.add_argument("--baseline", help="a run folder to compare MACs and PESQ-WB against")
