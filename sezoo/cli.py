@@ -118,6 +118,34 @@ def _sweep(args) -> None:
                            f"--retry-failed runs them again)")
 
 
+def _compare(args) -> None:
+    from sezoo import compare
+
+    points = compare.gather(args.items)
+    if args.x == "rtf":
+        if not args.wav:
+            raise ValueError("--x rtf measures every model streaming one file now: give --wav FILE")
+        compare.measure_rtf(points, args.wav, args.threads)
+    table = compare.markdown(points, args.x, args.y)
+    print(table)
+    splits = sorted({p.data for p in points if p.data})
+    if len(splits) > 1:
+        print(f"note: these points were scored on different test splits ({', '.join(splits)}); quality compares "
+              f"fairly only within one (the plot draws each split's noisy input)", file=sys.stderr)
+    png = compare.plot(points, args.out, args.x, args.y)
+    print(f"\nPareto plot: {png}")
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.table).write_text(table + "\n")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        front = {p.label for p in compare.pareto_front(points, args.x, args.y)}
+        Path(args.json).write_text(json.dumps([{**p.__dict__, "front": p.label in front} for p in points], indent=1))
+    url = compare.log_to_wandb(points, png, args.x, args.y)
+    if url:
+        print(f"W&B: {url}")
+
+
 def _zoo_list(args) -> None:
     from sezoo import zoo
 
@@ -236,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--retry-failed", action="store_true", help="run failed runs of a resumed sweep again")
     sw.add_argument("--dry-run", action="store_true", help="print the commands of the runs a new sweep would start")
     sw.set_defaults(func=_sweep)
+    co = sub.add_parser("compare", help="one Pareto plot and table across runs, sweeps and zoo models")
+    co.add_argument("items", nargs="+", help="run folders, sweep folders (runs/<recipe>/sweeps/<name>) or zoo names")
+    co.add_argument("--x", choices=("macs", "bytes", "rtf"), default="macs",
+                    help="cost axis: MMAC/s executed, deployable bytes, or the real-time factor measured now (--wav)")
+    co.add_argument("--y", choices=("pesq_wb", "si_sdr", "stoi"), default="pesq_wb")
+    co.add_argument("--out", default="pareto.png", help="the PNG (default: pareto.png)")
+    co.add_argument("--table", help="also write the markdown table here")
+    co.add_argument("--json", help="also write the points here")
+    co.add_argument("--wav", help="--x rtf: the file every model streams")
+    co.add_argument("--threads", type=int, default=1, help="--x rtf: threads per model")
+    co.set_defaults(func=_compare)
     rep = sub.add_parser("report", help="a markdown results table from run folders")
     rep.add_argument("runs", nargs="+", help="run folders (each with results.json)")
     rep.add_argument("--baseline", help="a run folder to compare MACs and PESQ-WB against")

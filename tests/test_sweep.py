@@ -141,3 +141,35 @@ def test_killed_sweep_resumes_without_repeating_a_finished_run(keep_sweep, tmp_p
     other.write_text(yaml.safe_dump(config))
     clash = subprocess.run(_sweep_cli(other, runs), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert clash.returncode == 2 and "a different sweep already lives here" in clash.stderr
+
+    # ... and `sezoo compare` over the sweep's runs and a zoo model: one PNG, one table, the front marked
+    out = tmp_path / "cmp"
+    compared = subprocess.run([sys.executable, "-m", "sezoo.cli", "compare", str(folder), "dyncp/mini2-causal-dense",
+                               "--out", str(out / "pareto.png"), "--table", str(out / "table.md"),
+                               "--json", str(out / "points.json")], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert compared.returncode == 0, compared.stderr
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out / "pareto.png").shape[:2] == (676, 1040)
+    table = (out / "table.md").read_text().splitlines()
+    assert len(table) == 2 + 4 and table[0].startswith("| model | source |")
+    assert {line.split(" | ")[1] for line in table[2:]} == {"sweep", "zoo"}
+    points = json.loads((out / "points.json").read_text())
+    assert [p["label"].split(" ")[0] for p in points] == ["keep/r000", "keep/r001", "keep/r002", "dyncp/mini2-causal-dense"]
+    assert points[0]["metrics"]["pesq_wb"] == rows[0]["pesq_wb"]
+    assert any(p["front"] for p in points)
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from sezoo.compare import Point, markdown, pareto_front
+
+    def point(label, macs, pesq):
+        return Point(label, "run", "r", label, {"pesq_wb": pesq, "stoi": 0.8, "si_sdr": 5.0}, {"pesq_wb": 1.2},
+                     macs * 1e6, 1000)
+
+    points = [point("a", 10, 1.5), point("b", 20, 1.4), point("c", 30, 1.8), point("d", 5, 1.2), point("e", 30, 1.7)]
+    assert [p.label for p in pareto_front(points, "macs", "pesq_wb")] == ["d", "a", "c"]
+    rows = markdown(points).splitlines()[2:]
+    assert [r.split(" | ")[0].strip("| ") for r in rows] == ["d", "a", "b", "c", "e"]
+    assert [r.rstrip(" |").endswith("yes") for r in rows] == [True, True, False, True, False]
