@@ -7,7 +7,7 @@ export SEZOO_DATA ?= $(CURDIR)/data
 DEMO_EPOCHS ?= 3
 DEMO_MIXTURES ?= 1056
 
-.PHONY: install demo test test-slow bench peers clean
+.PHONY: install demo test test-slow bench peers clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ demo: $(STAMP)
 	$(BIN)/sezoo evaluate --model runs/dyncp/demo --noisy $(SEZOO_DATA)/mini/test/noisy \
 		--clean $(SEZOO_DATA)/mini/test/clean --json runs/dyncp/demo/evaluate.json
 
-test: $(STAMP)
+# The zoo page's test renders it in a real browser: Debian's Chromium, installed here when we are root.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+		>/dev/null && echo "installed chromium"; } || \
+		echo "note: no chromium (sudo apt-get install chromium); the zoo page's browser test will be skipped"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

@@ -139,8 +139,8 @@ def _compare(args) -> None:
         Path(args.table).write_text(table + "\n")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        front = {p.label for p in compare.pareto_front(points, args.x, args.y)}
-        Path(args.json).write_text(json.dumps([{**p.__dict__, "front": p.label in front} for p in points], indent=1))
+        front = compare.on_front(points, args.x, args.y)
+        Path(args.json).write_text(json.dumps([{**p.__dict__, "front": id(p) in front} for p in points], indent=1))
     url = compare.log_to_wandb(points, png, args.x, args.y)
     if url:
         print(f"W&B: {url}")
@@ -160,6 +160,36 @@ def _zoo_list(args) -> None:
         latency = "-" if e.latency_ms is None else f"{e.latency_ms:.0f} ms"
         print(f"{e.name:30}{m['pesq_wb']:9.3f}{m['stoi']:7.3f}{m['si_sdr']:8.2f}{c['macs_per_second'] / 1e6:9.2f}"
               f"{c['params']:10,}{c['model_bytes']:11,}{latency:>9}  {e.training.data:8} {e.parent or '-'}")
+
+
+def _zoo_leaderboard(args) -> None:
+    from sezoo.zoo import list_models
+    from sezoo.zoo.page import figure, leaderboard_markdown, update_readme
+
+    entries = list_models()
+    print(leaderboard_markdown(entries))
+    if args.readme:
+        changed = update_readme(args.readme, entries)
+        print(f"{args.readme}: leaderboard {'rewritten' if changed else 'already up to date'}")
+    if args.figure:
+        print(f"figure: {figure(entries, args.figure)}")
+
+
+def _zoo_page(args) -> None:
+    import os
+
+    from sezoo.zoo.page import build_page, render, render_summary
+
+    data = Path(os.environ.get("SEZOO_DATA", "data")) / "mini" / "test"
+    noisy, clean = args.noisy or data / "noisy", args.clean or data / "clean"
+    index = build_page(args.out, noisy, clean, args.examples, args.models, progress=print)
+    print(f"wrote {index} (open it in a browser; no server needed)")
+    if args.check:
+        result = render(index)
+        print(render_summary(result))
+        failed = [src for src, state in result["audio"] + result["images"] if state != "loaded"]
+        if failed:
+            raise RuntimeError(f"the browser could not load: {', '.join(failed)}")
 
 
 def _zoo_info(args) -> None:
@@ -289,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     zi = zoo.add_parser("info", help="a model's card")
     zi.add_argument("name")
     zi.set_defaults(func=_zoo_info)
+    zb = zoo.add_parser("leaderboard", help="the leaderboard from the registry (markdown), the README's block, the figure")
+    zb.add_argument("--readme", help="rewrite the leaderboard block of this file (e.g. README.md)")
+    zb.add_argument("--figure", help="also draw every model's quality against MMAC/s and bytes here (PNG)")
+    zb.set_defaults(func=_zoo_leaderboard)
+    zg = zoo.add_parser("page", help="a static HTML zoo page: leaderboard, figures, cards, listening examples")
+    zg.add_argument("--out", required=True, help="the folder to write (index.html, pareto.png, audio/)")
+    zg.add_argument("--noisy", help="noisy examples (default $SEZOO_DATA/mini/test/noisy)")
+    zg.add_argument("--clean", help="their clean references (default $SEZOO_DATA/mini/test/clean)")
+    zg.add_argument("--examples", type=int, default=3, help="utterances per model")
+    zg.add_argument("--models", nargs="+", help="only these zoo models (default: all)")
+    zg.add_argument("--check", action="store_true", help="open the page in headless Chromium; fail if a file does not load")
+    zg.set_defaults(func=_zoo_page)
     zd = zoo.add_parser("download", help="fetch a model's files into the cache (verified)")
     zd.add_argument("name")
     zd.set_defaults(func=_zoo_download)

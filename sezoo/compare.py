@@ -106,10 +106,22 @@ def pareto_front(points: list[Point], x: str, y: str) -> list[Point]:
     return front
 
 
+def fronts(points: list[Point], x: str, y: str) -> dict[str, list[Point]]:
+    """The front of each test split: points scored on different splits do not dominate one another."""
+    splits: dict[str, list[Point]] = {}
+    for p in points:
+        splits.setdefault(p.data, []).append(p)
+    return {data: pareto_front(group, x, y) for data, group in sorted(splits.items())}
+
+
+def on_front(points: list[Point], x: str, y: str) -> set[int]:
+    return {id(p) for front in fronts(points, x, y).values() for p in front}
+
+
 def markdown(points: list[Point], x: str = "macs", y: str = "pesq_wb") -> str:
     """One row per point, in cost order; the front marked. Input quality shows what each model improves on."""
     x_label, x_of = X_AXES[x]
-    front = {id(p) for p in pareto_front(points, x, y)}
+    front = on_front(points, x, y)
     x_head = {"macs": "MMAC/s", "bytes": "deployable kB", "rtf": "RTF"}[x]
     lines = [f"| model | source | data | {Y_AXES[y]} (input) | PESQ-WB | STOI | SI-SDR (dB) | {x_head} | front |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -131,7 +143,7 @@ def _f(value, key: str) -> str:
 # ---------------------------------------------------------------- the plot
 def plot(points: list[Point], path: str | Path, x: str = "macs", y: str = "pesq_wb", title: str | None = None,
          ax=None) -> Path | None:
-    """Quality against cost: one colour per recipe, one marker per source, the front as a dashed line,
+    """Quality against cost: one colour per recipe, one marker per source, each test split's front as a line,
     every point labelled; a log cost axis when the costs span more than 20x. With ``ax``, draws there
     (for multi-panel figures) and writes nothing."""
     import matplotlib
@@ -152,12 +164,15 @@ def plot(points: list[Point], path: str | Path, x: str = "macs", y: str = "pesq_
             if chosen:
                 ax.scatter([x_of(p) for p in chosen], [p.metrics[y] for p in chosen], color=colours[recipe],
                            marker=marker, s=42, label=f"{recipe} ({source})", zorder=3)
-    front = pareto_front(points, x, y)
-    ax.plot([x_of(p) for p in front], [p.metrics[y] for p in front], "--", color="0.35", lw=1.2,
-            label="Pareto front", zorder=2)
+    split_fronts = fronts(points, x, y)
+    for index, (data, front) in enumerate(split_fronts.items()):
+        name = f"Pareto front ({data})" if len(split_fronts) > 1 and data else "Pareto front"
+        ax.plot([x_of(p) for p in front], [p.metrics[y] for p in front], ("--", ":", "-.")[index % 3], color="0.35",
+                lw=1.2, label=name, zorder=2)
+    front_ids = on_front(points, x, y)
     for p in points:
         ax.annotate(p.label, (x_of(p), p.metrics[y]), textcoords="offset points", xytext=(4, 3), fontsize=6.5,
-                    fontweight="bold" if p in front else "normal")
+                    fontweight="bold" if id(p) in front_ids else "normal")
     inputs = sorted({(p.data, p.input_metrics[y]) for p in points if p.input_metrics.get(y) is not None})
     for data, value in inputs:
         ax.axhline(value, color="0.6", lw=0.8, ls=":")
