@@ -184,12 +184,16 @@ def plot(points: list[Point], path: str | Path, x: str = "macs", y: str = "pesq_
     ax.set(xlabel=x_label, ylabel=Y_AXES[y], title=title or f"{Y_AXES[y]} against cost ({len(points)} models)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
-    if not own:
-        return None
+    return save_figure(fig, path, dpi=130) if own else None
+
+
+def save_figure(fig, path: str | Path, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 

@@ -79,19 +79,14 @@ def figure(entries, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sezoo.compare import plot, zoo_point
+    from sezoo.compare import plot, save_figure, zoo_point
 
     points = [zoo_point(e) for e in entries]
     fig, axes = plt.subplots(1, 2, figsize=(15, 6))
     plot(points, None, "macs", "pesq_wb", title="PESQ-WB against compute", ax=axes[0])
     plot(points, None, "bytes", "pesq_wb", title="PESQ-WB against size", ax=axes[1])
     fig.suptitle(f"sezoo zoo: {len(points)} models, each on the test split of the corpus it was trained on")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------- the page
