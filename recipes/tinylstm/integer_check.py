@@ -26,28 +26,13 @@ from safetensors.numpy import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sezoo.models import TinyLSTM  # noqa: E402
-
-SHIFT = 30  # fixed-point fraction bits of every requantization multiplier
-
+from sezoo.nn.integer import SHIFT, lookup_table as _lut, multiplier as _multiplier, requantize as _requantize  # noqa: E402
 
 def _scale(site, tensor: torch.Tensor | None = None) -> float:
     q = site.quantizer
     if q is None:
         raise ValueError("the model is not quantized: export a run of stage int8 (or skip)")
     return q.scale_for(tensor if tensor is not None else torch.zeros(1))
-
-
-def _multiplier(real: float) -> np.ndarray:
-    m = round(real * 2 ** SHIFT)
-    if not 0 <= m < 2 ** 31:
-        raise ValueError(f"requantization multiplier {real} does not fit 31 bits at shift {SHIFT}")
-    return np.array(m, dtype=np.int64)
-
-
-def _lut(fn, in_scale: float, in_range: np.ndarray, out_scale: float, out_min: int, out_max: int) -> np.ndarray:
-    """The nonlinearity on every input code, rounded half to even as the fake quantizer does."""
-    values = fn(in_range.astype(np.float64) * np.float32(in_scale))
-    return np.clip(np.rint(values / np.float32(out_scale)), out_min, out_max).astype(np.int16)
 
 
 @torch.no_grad()
@@ -80,20 +65,6 @@ def export_integer(model: TinyLSTM) -> dict[str, np.ndarray]:
         }
         in_scale = s_h
     return tensors
-
-
-def _requantize(acc: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """int64 value with SHIFT fraction bits -> nearest integer, saturated to [lo, hi].
-
-    Ties go to the even neighbour, as the fake quantizer's ``nearbyint`` does: with the scales QAT
-    learns, exact ties are common (a cell range of 254/255 makes i*g land on k + 1/2 for every odd k),
-    and rounding them up would make the reference drift from the PyTorch model.
-    """
-    acc = np.asarray(acc, dtype=np.int64)
-    floor = acc >> SHIFT
-    rest = acc - (floor << SHIFT)
-    half = 1 << (SHIFT - 1)
-    return np.clip(floor + ((rest > half) | ((rest == half) & (floor % 2 == 1))), lo, hi)
 
 
 class IntegerLSTM:

@@ -3,7 +3,8 @@ from sezoo.models._registry import create_model, list_models, register_model
 from sezoo.models.convfsenet import ConvFSENet
 from sezoo.models.demucs import SlimmableDemucs
 from sezoo.models.dtln import DTLN
+from sezoo.models.grumask import GRUMask
 from sezoo.models.tinylstm import TinyLSTM
 
-__all__ = ["ConvFSENet", "DTLN", "SEModel", "SlimmableDemucs", "TinyLSTM", "create_model", "list_models",
+__all__ = ["ConvFSENet", "DTLN", "GRUMask", "SEModel", "SlimmableDemucs", "TinyLSTM", "create_model", "list_models",
            "register_model"]
