@@ -92,3 +92,22 @@ def test_batchnorm_statistics_counted_step_counter_not():
     bn.running_mean.fill_(0.5)
     nn.init.constant_(bn.bias, 0.1)  # all-zero tensors would deploy for free (no non-zeros to store)
     assert deployable_bytes(bn).total == 4 * 10 * 4  # weight, bias, running mean, running var
+
+
+def test_static_macs_probe_follows_the_model_device():
+    # Regression: the probe was built on the CPU, so a model trained on a GPU crashed the cost meter at its
+    # first validation. The meta device stands in for a GPU on any machine; the model records where its
+    # input lives (meta kernels do not refuse a CPU input the way CUDA ones do).
+    class Conv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(1, 4, 3, padding=1)  # 4 x 3 MACs per sample
+            self.seen = set()
+
+        def forward(self, x):
+            self.seen.add(x.device.type)
+            return self.conv(x.unsqueeze(1))
+
+    model = Conv().to("meta")
+    assert static_macs_per_second(model, 16000) == 12 * 16000
+    assert model.seen == {"meta"}

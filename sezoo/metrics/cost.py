@@ -86,10 +86,12 @@ def static_macs_per_second(model: nn.Module, sample_rate: int, seconds: tuple[fl
     was_training = model.training
     model.eval()
     hop = getattr(model, "hop_samples", 1)
+    # The probe lives where the model does: a model trained on a GPU is metered there.
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
         n1, n2 = (round(s * sample_rate / hop) * hop for s in seconds)
-        m1 = count_macs(model, torch.zeros(1, n1), executed=False)
-        m2 = count_macs(model, torch.zeros(1, n2), executed=False)
+        m1 = count_macs(model, torch.zeros(1, n1, device=device), executed=False)
+        m2 = count_macs(model, torch.zeros(1, n2, device=device), executed=False)
     finally:
         model.train(was_training)
     return (m2 - m1) * sample_rate / (n2 - n1)
