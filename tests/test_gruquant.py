@@ -165,3 +165,12 @@ def test_search_refuses_other_evaluation_settings_in_the_same_folder(tmp_path):
     for val, size in objectives:  # no front member is dominated by another
         assert not any(v <= val and s <= size and (v, s) != (val, size) for v, s in objectives)
     assert 0.0 <= summary["hypervolume"]["uniform"] <= 1.21
+
+
+def test_seeded_first_population_holds_the_uniform_plans(tmp_path):
+    state = search_main([*TINY, "search.generations=1", "search.initial=uniform", f"run.dir={tmp_path}"])
+    first = set(state["generations"][0])
+    assert set(state["uniform"].values()) <= first  # every uniform plan within search.bits, at generation 1
+    assert len(first) == len(state["generations"][0])  # and the random rest does not repeat them
+    with pytest.raises(ValueError, match="search.initial"):
+        search_main([*TINY, "search.generations=1", "search.initial=wide", f"run.dir={tmp_path / 'x'}"])

@@ -295,7 +295,18 @@ class Search:
             self.save()
 
             problem = Problem(n_var=len(sites), n_obj=2, xl=low, xu=high, vtype=int)
-            algorithm = NSGA2(pop_size=int(s.population), sampling=IntegerRandomSampling(),
+            sampling = IntegerRandomSampling()
+            if s.get("initial", "random") == "uniform":
+                # The uniform plans (already evaluated) join the first population, the rest is drawn at
+                # random. NSGA-II's crossover can then splice the wide plans' sensitive sites into the
+                # narrow ones from generation 1 instead of waiting for random draws to find them.
+                seeded = [g for g in uniform if low <= g[0] <= high][: int(s.population)]
+                np.random.seed(int(self.cfg.seed))  # pymoo 0.6's sampling draws from NumPy's global generator
+                drawn = IntegerRandomSampling()(problem, int(s.population) - len(seeded)).get("X")
+                sampling = np.vstack([np.array(seeded, dtype=float).reshape(-1, len(sites)), drawn])
+            elif s.get("initial", "random") != "random":
+                raise ValueError(f"search.initial={s.initial!r}: random | uniform")
+            algorithm = NSGA2(pop_size=int(s.population), sampling=sampling,
                               crossover=TwoPointCrossover(prob=float(s.crossover_prob)),
                               mutation=PolynomialMutation(prob=float(s.mutation_prob), eta=float(s.mutation_eta),
                                                           repair=RoundingRepair()),
