@@ -184,3 +184,21 @@ def test_onnx_export_of_a_policy_streams_like_pytorch(tmp_path):
     torch_out = stream_enhance(open_streamer(model), x, 320)
     onnx_out = stream_enhance(open_streamer(tmp_path, runtime="onnx"), x, 320)
     np.testing.assert_allclose(onnx_out, torch_out, atol=1e-4)
+
+
+@pytest.mark.parametrize("stage", ["joint", "layer3", "policy"])
+def test_an_exit_models_run_exports_every_fixed_exit_and_the_budgets_it_can_meet(stage):
+    from omegaconf import OmegaConf
+
+    from recipes.earlyexit.module import operating_points
+
+    cfg = OmegaConf.create({"stage": stage, "policy": {"budgets": [0.3, 0.6], "thresholds": [0.2, 0.8]}})
+    model = NsNet2("plain")  # exit 1 costs 40.6 %: a 30 % budget cannot be met
+    points = operating_points(cfg, model)
+    assert points["exit1"] == {"exit": 1} and points["exit2"] == {"exit": 2}
+    assert points["budget0.60"] == {"policy": "budget", "macs_per_second": pytest.approx(0.6 * 268.1e6)}
+    assert "budget0.30" not in points
+    # the policy stage's file (a frozen backbone plus the policy) serves every point of its topology
+    adaptive = {name for name in points if name.startswith("adaptive")}
+    assert adaptive == ({"adaptive-t0.2", "adaptive-t0.8"} if stage == "policy" else set())
+    assert ("exit3" in points) == (stage == "policy")

@@ -111,9 +111,9 @@ class EarlyExitModule(SEModule):
 
 
 def operating_points(cfg: DictConfig, model: NsNet2) -> dict[str, dict]:
-    """What the stage tests and exports besides its default point (each a sub-folder of the run)."""
-    if cfg.stage == "policy":
-        return {f"adaptive-t{t:g}": {"policy": "adaptive", "threshold": float(t)} for t in cfg.policy.thresholds}
+    """What the stage tests and exports besides its default point (each a sub-folder of the run). The policy
+    stage's backbone is frozen, so its file also serves the fixed exits and budgets: one file per topology
+    holds every operating point, and the adaptive points are measured beside the fixed ones in one run."""
     if model.topology == "none" or cfg.stage in ("layer1", "layer2"):
         return {"exit1": {"exit": 1}} if cfg.stage == "layer2" else {}
     points = {"exit1": {"exit": 1}, "exit2": {"exit": 2}}
@@ -121,6 +121,10 @@ def operating_points(cfg: DictConfig, model: NsNet2) -> dict[str, dict]:
     for share in cfg.policy.budgets:
         if share * full >= lowest:  # a budget below exit 1's cost cannot be met
             points[f"budget{share:.2f}"] = {"policy": "budget", "macs_per_second": float(share * full)}
+    if cfg.stage == "policy":
+        points["exit3"] = {"exit": 3}  # the default point here is the adaptive policy
+        points.update({f"adaptive-t{t:g}": {"policy": "adaptive", "threshold": float(t)}
+                       for t in cfg.policy.thresholds})
     return points
 
 
