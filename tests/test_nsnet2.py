@@ -73,7 +73,7 @@ def test_streaming_equals_offline_and_the_ledger_counts_what_ran(point):
     x = _speechlike()
     with torch.no_grad():
         offline = model(x[None])[0].numpy()
-    depth = model.policy.last_depth[0]
+    depth = model.policy.last_depth[0] if "policy" in point else None  # a fixed exit reports no depths
     streamed = stream_enhance(open_streamer(model), x.numpy(), 347)
     np.testing.assert_allclose(streamed, offline, atol=2e-5)
     # What the model reports it ran equals what the FLOP counter saw it run (each layer on the frames
@@ -90,7 +90,8 @@ def test_streaming_equals_offline_and_the_ledger_counts_what_ran(point):
         assert sum(ledger) == sum(int((depth == d).sum()) * per_depth(d) for d in (1, 2, 3))
         assert len(set(depth.tolist())) >= 2  # a mix of depths: the test exercises held GRU states
     else:
-        assert counter.get_total_flops() // 2 == depth.numel() * model.exit_macs_per_frame(point["exit"])
+        frames = model.features(x[None])[1].shape[1]
+        assert counter.get_total_flops() // 2 == frames * model.exit_macs_per_frame(point["exit"])
 
 
 def test_a_budget_is_met_and_the_adaptive_rate_follows_its_threshold():
@@ -202,3 +203,20 @@ def test_an_exit_models_run_exports_every_fixed_exit_and_the_budgets_it_can_meet
     adaptive = {name for name in points if name.startswith("adaptive")}
     assert adaptive == ({"adaptive-t0.2", "adaptive-t0.8"} if stage == "policy" else set())
     assert ("exit3" in points) == (stage == "policy")
+
+
+def test_a_fixed_exit_reports_no_utilization_even_when_the_model_has_a_policy():
+    """A fixed exit is a static model (its MACs are the closed form): its run records no utilization, so
+    a zoo entry at a fixed exit is not mistaken for a dynamic one (regression: exit 1 of a policy run
+    recorded utilization 0.406 and the shipped-registry test refused it)."""
+    model = NsNet2("plain", hidden=32, decoder=48).eval()
+    _trained_looking_policy(model)
+    x = _speechlike()[None]
+    model.set_operating_point(policy="adaptive", threshold=0.5)
+    with torch.no_grad():
+        model(x)
+    assert model.policy.last_utilization is not None and model.policy.last_depth is not None
+    model.set_operating_point(exit=1)
+    with torch.no_grad():
+        model(x)
+    assert model.policy.last_utilization is None and model.policy.last_depth is None

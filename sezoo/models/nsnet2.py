@@ -163,6 +163,8 @@ class NsNet2(SEModel):
             if exit not in range(1, self.n_exits + 1):
                 raise ValueError(f"exit={exit}: this nsNet2 (topology={self.topology}) has exits 1..{self.n_exits}")
             self.exit, self.policy_name = int(exit), None
+            if self.policy is not None:  # a fixed exit is static: it is no utilization source while it holds
+                self.policy.last_utilization = self.policy.last_depth = None
             return
         if policy not in POLICIES:
             raise ValueError(f"policy={policy!r}: choose from {', '.join(POLICIES)}")
@@ -299,7 +301,7 @@ class NsNet2(SEModel):
                 mask[reach2[~at3]] = self.exits[1](h2[~at3])
             if at3.any():
                 mask[reach2[at3]] = gain(self.decoder(h2[at3]))
-        if self.policy is not None:
+        if self.policy_name is not None:  # only a policy's cost depends on the input
             self.policy.last_depth = depth[None]
             per_depth = torch.tensor([self._executed_depth_macs(d) for d in EXITS], dtype=torch.float32, device=x.device)
             self.policy.last_utilization = per_depth[depth - 1].mean() / self.exit_macs_per_frame(3)
