@@ -220,3 +220,26 @@ def test_a_fixed_exit_reports_no_utilization_even_when_the_model_has_a_policy():
     with torch.no_grad():
         model(x)
     assert model.policy.last_utilization is None and model.policy.last_depth is None
+
+
+def test_the_joint_stage_can_fine_tune_a_trained_exit_model(tmp_path):
+    """joint with init_from (a layer-wise or joint run) starts from its weights and trains every part;
+    without it the joint stage builds a fresh model from ``model``."""
+    from omegaconf import OmegaConf
+
+    from recipes.earlyexit.module import build_model, trainable
+    from sezoo.export import export_model
+
+    trained = NsNet2("plain", hidden=32, decoder=48)
+    export_model(trained, tmp_path / "layer3")
+    cfg = OmegaConf.create({"stage": "joint", "init_from": str(tmp_path / "layer3"), "data": {"sample_rate": 16000},
+                            "model": {"topology": "split1", "hidden": 400, "decoder": 600, "branch_width": 600}})
+    model = build_model(cfg)
+    assert model.topology == "plain" and model.kwargs["hidden"] == 32  # the run's architecture, not cfg.model
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value)
+    trainable(model, "joint")
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    fresh = build_model(OmegaConf.merge(cfg, {"init_from": None, "model": {"hidden": 32, "decoder": 48}}))
+    assert fresh.topology == "split1"
+    assert not torch.equal(fresh.encoder.weight, trained.encoder.weight)

@@ -4,7 +4,8 @@
 - ``layer1`` -> ``layer2`` -> ``layer3``: layer-wise training. Stage k trains what exit k adds to the
   model (exit 1: the input FC, GRU 1 and exit 1's branch; exit 2: GRU 2 and its branch; exit 3: the
   decoder) on exit k's loss, with everything before it frozen.
-- ``joint``: every exit at once on ``sum_k w_k L_k`` (``joint.weights``).
+- ``joint``: every exit at once on ``sum_k w_k L_k`` (``joint.weights``); from scratch, or with
+  ``init_from`` fine-tuning a trained exit model (a layer-wise run, or a joint run with other weights).
 - ``policy``: the adaptive :class:`~sezoo.models.nsnet2.ExitPolicy` on a trained exit model, the
   backbone frozen: the enhanced output of the frames' chosen exits, plus the shared
   :class:`~sezoo.callbacks.UtilizationLoss` pulling the executed MACs to ``utilization.target``.
@@ -30,11 +31,12 @@ def build_model(cfg: DictConfig) -> NsNet2:
     kwargs = {**OmegaConf.to_container(cfg.model, resolve=True), "sample_rate": cfg.data.sample_rate}
     if cfg.stage == "baseline":
         return NsNet2(**{**kwargs, "topology": "none"})
-    if cfg.stage in ("joint", "layer1"):
+    if cfg.stage == "layer1" or (cfg.stage == "joint" and not cfg.get("init_from")):
         if kwargs["topology"] == "none":
             raise ValueError(f"stage={cfg.stage} trains exits: model.topology=none has none (plain, split1 or split2)")
         return NsNet2(**kwargs)
-    model = resolve_model(str(cfg.init_from))  # layer2, layer3, policy: the previous run's model, its own topology
+    # layer2, layer3, policy, and joint fine-tuning a trained exit model: the run's model, its own topology
+    model = resolve_model(str(cfg.init_from))
     if not isinstance(model, NsNet2) or model.topology == "none":
         raise ValueError(f"init_from={cfg.init_from}: stage={cfg.stage} needs an nsNet2 with exits (a joint or layer "
                          f"stage run), got {type(model).__name__}{' without exits' if isinstance(model, NsNet2) else ''}")
