@@ -172,5 +172,10 @@ def test_seeded_first_population_holds_the_uniform_plans(tmp_path):
     first = set(state["generations"][0])
     assert set(state["uniform"].values()) <= first  # every uniform plan within search.bits, at generation 1
     assert len(first) == len(state["generations"][0])  # and the random rest does not repeat them
+    # The random rest is drawn from the search's seed: the same command proposes the same population, so
+    # a killed seeded search replays (regression: pymoo 0.6.2 draws from its own unseeded generator and
+    # a resumed se-seeded search stopped with "the replay proposed other genomes at generation 1").
+    again = search_main([*TINY, "search.generations=1", "search.initial=uniform", f"run.dir={tmp_path / 'again'}"])
+    assert again["generations"] == state["generations"]
     with pytest.raises(ValueError, match="search.initial"):
         search_main([*TINY, "search.generations=1", "search.initial=wide", f"run.dir={tmp_path / 'x'}"])

@@ -301,8 +301,11 @@ class Search:
                 # random. NSGA-II's crossover can then splice the wide plans' sensitive sites into the
                 # narrow ones from generation 1 instead of waiting for random draws to find them.
                 seeded = [g for g in uniform if low <= g[0] <= high][: int(s.population)]
-                np.random.seed(int(self.cfg.seed))  # pymoo 0.6's sampling draws from NumPy's global generator
-                drawn = IntegerRandomSampling()(problem, int(s.population) - len(seeded)).get("X")
+                # Drawn from the search's seed here, not through pymoo's sampling: pymoo 0.6.2's operators
+                # take their generator from the algorithm, and called on their own draw from an unseeded
+                # one, which a resumed search could not replay.
+                drawn = np.random.default_rng(int(self.cfg.seed)).integers(
+                    low, high + 1, size=(int(s.population) - len(seeded), len(sites)))
                 sampling = np.vstack([np.array(seeded, dtype=float).reshape(-1, len(sites)), drawn])
             elif s.get("initial", "random") != "random":
                 raise ValueError(f"search.initial={s.initial!r}: random | uniform")
