@@ -225,6 +225,8 @@ class OnnxStep:
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Errors only: ORT warns about initializers that a branch folded at export no longer uses.
+        options.log_severity_level = 3
         self.session = ort.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
         self.state_names = [s["name"] for s in self.meta["state"]]
         self.graph_inputs = {i.name for i in self.session.get_inputs()}  # an unused `valid` is pruned

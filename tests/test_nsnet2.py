@@ -173,18 +173,34 @@ def test_the_architecture_is_registered_and_records_its_arguments():
     assert count_params(rebuilt) == count_params(model)
 
 
-def test_onnx_export_of_a_policy_streams_like_pytorch(tmp_path):
+@pytest.mark.parametrize("policy", ["adaptive", "budget"])
+def test_onnx_export_of_a_policy_streams_like_pytorch_and_branches_past_exit1(tmp_path, policy):
     pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
     from sezoo.streaming import export_onnx
 
     model = NsNet2("plain", hidden=32, decoder=48).eval()
     _trained_looking_policy(model)
-    model.set_operating_point(policy="adaptive", threshold=0.5)
+    if policy == "adaptive":
+        model.set_operating_point(policy="adaptive", threshold=0.5)
+    else:  # between exits 1 and 2: every frame leaves at exit 1 or 2, as a schedule says
+        first, second = model.exit_macs_per_frame(1), model.exit_macs_per_frame(2)
+        model.set_operating_point(policy="budget", macs_per_second=(first + second) / 2 * 100)
     export_onnx(model, tmp_path)
     x = _speechlike().numpy()
     torch_out = stream_enhance(open_streamer(model), x, 320)
     onnx_out = stream_enhance(open_streamer(tmp_path, runtime="onnx"), x, 320)
     np.testing.assert_allclose(onnx_out, torch_out, atol=1e-4)
+    # The saving is real in the graph: only GRU 1 runs unconditionally; GRU 2 and the decoder sit in
+    # the branches of an If (a graph that computed every exit and selected would save no time); the
+    # adaptive policy's decision past exit 2 is a second If inside the first.
+    graph = onnx.load(str(tmp_path / "stream.onnx")).graph
+    top = [n.op_type for n in graph.node]
+    assert top.count("GRU") == 1 and top.count("If") == 1
+    branch = next(n for n in graph.node if n.op_type == "If")
+    deeper = next(a.g for a in branch.attribute if a.name == "then_branch")
+    inside = [n.op_type for n in deeper.node]
+    assert inside.count("GRU") == 1 and inside.count("If") == (policy == "adaptive")
 
 
 @pytest.mark.parametrize("stage", ["joint", "layer3", "policy"])

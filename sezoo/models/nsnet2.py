@@ -316,6 +316,32 @@ class NsNet2(SEModel):
     def stream_framing(self) -> Framing:
         return Framing(self.stft.n_fft, self.stft.hop, "stft_mask", centered=True, window="sqrt_hann")
 
+    def _exported_exits(self, out1: torch.Tensor, gru2: torch.Tensor, depth2: torch.Tensor,
+                        depth3: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A policy's step past GRU 1 as nested ``torch.cond``: the graph runs GRU 2 only for a frame that
+        goes past exit 1, and the decoder only for one that goes past exit 2 (GRU 2's state is held
+        otherwise, as eagerly). ``depth3`` is ``None`` when the policy decides it from GRU 2's output.
+        The operands are passed, not closed over: each branch becomes a self-contained ONNX subgraph."""
+        decided3 = depth3 is not None
+        depth3 = depth3 if decided3 else torch.zeros_like(depth2)
+
+        def past_exit2(h2):
+            return gain(self.decoder(h2))
+
+        def leave_at_exit2(h2):
+            return self.exits[1](h2)
+
+        def past_exit1(out1, gru2, depth3):
+            out2, gru2 = self.gru2(out1, gru2)
+            h2 = out2[:, 0]
+            go_on = depth3 if decided3 else self.policy.probability(h2, 1) > self.threshold
+            return torch.cond(go_on[0], past_exit2, leave_at_exit2, (h2,)), gru2
+
+        def leave_at_exit1(out1, gru2, depth3):
+            return self.exits[0](out1[:, 0]), gru2.clone()
+
+        return torch.cond(depth2[0], past_exit1, leave_at_exit1, (out1, gru2, depth3))
+
     def stream_state(self) -> dict[str, torch.Tensor]:
         h = self.gru1.hidden_size
         return {"gru1": torch.zeros(1, 1, h), "gru2": torch.zeros(1, 1, h), "frames_seen": torch.zeros(1, dtype=torch.long)}
@@ -324,9 +350,9 @@ class NsNet2(SEModel):
                     frames_seen: torch.Tensor):
         """``|STFT|`` of one frame ``[1, bins]`` and the state -> its gain ``[1, bins]`` and the new state.
 
-        Eagerly, only the layers up to the frame's exit run. An exported graph cannot branch on data, so
-        under ONNX export a policy computes every exit and selects (same output, no saving); a fixed
-        exit exports its own path only."""
+        Only the layers up to the frame's exit run: eagerly by Python branches, and in an exported graph
+        by ``torch.cond`` (an ONNX ``If`` per decision), so a frame that leaves early saves its time in
+        ONNX Runtime too, not only its MACs. A fixed exit exports its own path only."""
         x = F.relu(self.encoder(log_power(magnitude)))[:, None]
         out1, gru1 = self.gru1(x, gru1)
         h1 = out1[:, 0]
@@ -342,13 +368,8 @@ class NsNet2(SEModel):
             depth3 = None  # decided from GRU 2's output
         frames_seen = frames_seen + 1
         if torch.compiler.is_exporting() and self.policy_name is not None:
-            m1 = self.exits[0](h1)
-            out2, new2 = self.gru2(out1, gru2)
-            h2 = out2[:, 0]
-            if depth3 is None:
-                depth3 = self.policy.probability(h2, 1) > self.threshold
-            m23 = torch.where(depth3[:, None], gain(self.decoder(h2)), self.exits[1](h2))
-            return torch.where(depth2[:, None], m23, m1), gru1, torch.where(depth2, new2, gru2), frames_seen
+            mask, gru2 = self._exported_exits(out1, gru2, depth2, depth3)
+            return mask, gru1, gru2, frames_seen
         if (self.exit == 1 if depth2 is None else not bool(depth2)):
             return self.exits[0](h1), gru1, gru2, frames_seen
         out2, gru2 = self.gru2(out1, gru2)
