@@ -40,9 +40,11 @@ def time_stream(make_streamer, waveform: np.ndarray, hop: int, sample_rate: int,
             "rtf": statistics.median(totals) / seconds, "hops": len(per_hop) // repeats}
 
 
-def bench_model(name: str, wav: str, runtime: str = "onnx", threads: int = 1, repeats: int = 3) -> dict:
+def bench_model(name: str, wav: str, runtime: str = "onnx", threads: int = 1, repeats: int = 3,
+                int8: bool = False) -> dict:
     """One row of ``sezoo bench``: ``model``, ``runtime``, ``hop``, ``ms_per_hop``, ``p99_ms``, ``rtf``,
-    ``macs_per_second``, ``latency_ms``, ``threads``."""
+    ``macs_per_second``, ``latency_ms``, ``threads``. ``int8``: the ONNX step of ``sezoo export --int8``
+    (runtime ``onnx-int8``)."""
     from sezoo.data.audio import read_audio
     from sezoo.inference import resolve_model
     from sezoo.metrics.cost import count_macs
@@ -54,8 +56,15 @@ def bench_model(name: str, wav: str, runtime: str = "onnx", threads: int = 1, re
     waveform = read_audio(wav, rate, model.min_samples)
     macs = count_macs(model, waveform[None])
     used = runtime if is_frame_stepped(model) else "torch"
+    if int8 and used != "onnx":
+        raise ValueError(f"{name}: int8 runs as an ONNX step, which this model (or runtime={runtime!r}) has not")
     if used == "onnx":
-        folder = export_onnx(model, tempfile.mkdtemp(prefix="sezoo-bench-"))
+        if int8:
+            from sezoo.onnx_int8 import export_int8
+
+            folder, used = export_int8(model, tempfile.mkdtemp(prefix="sezoo-bench-")), "onnx-int8"
+        else:
+            folder = export_onnx(model, tempfile.mkdtemp(prefix="sezoo-bench-"))
         make = lambda: open_streamer(folder, "onnx", threads)  # noqa: E731
     else:
         make = lambda: open_streamer(model)  # noqa: E731

@@ -88,7 +88,19 @@ def _export(args) -> None:
     from sezoo.inference import resolve_model
     from sezoo.streaming import ONNX_FILE, ONNX_META, export_onnx
 
-    folder = export_onnx(resolve_model(args.model), args.out)
+    model = resolve_model(args.model)
+    if args.int8:
+        from sezoo.onnx_int8 import export_int8
+
+        folder = export_int8(model, args.out, args.calibration)
+        record = json.loads((folder / ONNX_META).read_text())["int8"]
+        how = ("its QAT ranges kept" if record["route"] == "qat"
+               else f"ranges calibrated on {record['calibration_steps']} streamed steps of {len(record['calibration_files'])} files")
+        print(f"int8: {how}")
+    elif args.calibration:
+        raise SystemExit("--calibration goes with --int8")
+    else:
+        folder = export_onnx(model, args.out)
     print(f"wrote {folder / ONNX_FILE} (one streaming step: frame, valid and state in; out and state out) "
           f"and {folder / ONNX_META}")
 
@@ -96,7 +108,8 @@ def _export(args) -> None:
 def _bench(args) -> None:
     from sezoo.bench import bench_model, markdown
 
-    rows = [bench_model(name, args.wav, args.runtime, args.threads, args.repeats) for name in args.models]
+    rows = [bench_model(name, args.wav, args.runtime, args.threads, args.repeats, int8=int8)
+            for name in args.models for int8 in ((False, True) if args.int8 else (False,))]
     print(markdown(rows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -275,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model", help="zoo name or path to an exported model / run folder")
     ex.add_argument("--format", choices=("onnx",), default="onnx")
     ex.add_argument("--out", required=True, help="folder for stream.onnx and stream.json")
+    ex.add_argument("--int8", action="store_true",
+                    help="int8 QuantizeLinear/DequantizeLinear graph: a QAT model keeps its trained ranges, any "
+                         "other is calibrated on streamed recordings (default: the mini validation split)")
+    ex.add_argument("--calibration", help="--int8, float models: a folder of noisy recordings to calibrate on")
     ex.set_defaults(func=_export)
     be = sub.add_parser("bench", help="milliseconds per hop and real-time factor, streaming, batch 1")
     be.add_argument("models", nargs="+", help="zoo names or paths to exported models / run folders")
@@ -283,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--runtime", choices=("onnx", "torch"), default="onnx",
                     help="where frame-stepped models run their steps (others stream in PyTorch)")
     be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--int8", action="store_true",
+                    help="also time each model's int8 ONNX step (sezoo export --int8), row beside its float one")
     be.add_argument("--json", help="also write the rows here")
     be.set_defaults(func=_bench)
     sw = sub.add_parser("sweep", help="run a W&B-format sweep here, offline (the W&B sweep engine proposes the runs)")

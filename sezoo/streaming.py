@@ -316,9 +316,10 @@ class _StepGraph(nn.Module):
 def _with_quantized_weights(model: nn.Module) -> nn.Module:
     """A copy whose QAT weights hold their quantized values, with the weight quantizers removed: the
     graph then carries constant weights instead of recomputing each one's scale every step."""
-    from sezoo.nn.quant import quant_sites, weight_quantizers
+    from sezoo.nn.quant import Quantizer, quant_sites, weight_quantizers
 
-    quantizers = weight_quantizers(model)
+    # Fake quantizers only: an int8 export's QuantizeLinear/DequantizeLinear sites stay in the graph.
+    quantizers = {name: q for name, q in weight_quantizers(model).items() if isinstance(q, Quantizer)}
     if not quantizers:
         return model
     model = copy.deepcopy(model)
@@ -327,7 +328,7 @@ def _with_quantized_weights(model: nn.Module) -> nn.Module:
         for name, quantizer in quantizers.items():
             parameters[name].copy_(quantizer(parameters[name], training=False))
     for site in quant_sites(model).values():
-        if site.param:
+        if site.param and isinstance(site.quantizer, Quantizer):
             site.quantizer = None
     return model
 
@@ -351,6 +352,9 @@ def export_onnx(model: nn.Module, folder: str | Path) -> Path:
     # keep that out of the user's output unless the export fails.
     narration = io.StringIO()
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # torch.export logs "always_classified is unsupported" for a torch.cond graph on the way to the
+    # strategy that exports it; a real failure still raises, with the narration.
+    logging.getLogger("torch.export._trace").setLevel(logging.CRITICAL)
     try:
         with torch.no_grad(), contextlib.redirect_stdout(narration), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations, nothing to act on
