@@ -180,6 +180,7 @@ def test_cli_enhance_stream_writes_the_offline_output(exported_tinylstm, tmp_pat
 def test_cli_export_and_bench(exported_tinylstm, tmp_path, capsys):
     assert main(["export", str(exported_tinylstm), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
     meta = json.loads((tmp_path / "onnx" / "stream.json").read_text())
+    assert b"stack_trace" not in (tmp_path / "onnx" / "stream.onnx").read_bytes()  # no exporter provenance
     assert meta["framing"] == {"frame": 512, "hop": 256, "kind": "stft_mask", "centered": True, "window": "hann"}
     assert meta["latency_samples"] == 512
     assert main(["bench", str(exported_tinylstm), "--wav", str(exported_tinylstm / "noisy.wav"), "--repeats", "1",
