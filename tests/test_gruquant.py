@@ -179,3 +179,29 @@ def test_seeded_first_population_holds_the_uniform_plans(tmp_path):
     assert again["generations"] == state["generations"]
     with pytest.raises(ValueError, match="search.initial"):
         search_main([*TINY, "search.generations=1", "search.initial=wide", f"run.dir={tmp_path / 'x'}"])
+
+
+def _state_with(points: dict[str, tuple[float, int]]) -> dict:
+    """A finished search's state: uniform 8-bit plus mixed plans, {key: (val, size_bits)}."""
+    evaluations = {k: {"genome": [int(b) for b in k.split("-")], "val": v, "test": v - 1, "size_bits": s}
+                   for k, (v, s) in points.items()}
+    return {"evaluation": {"task": "se"}, "sites": ["a", "b"], "uniform": {"8": "8-8"}, "evaluations": evaluations}
+
+
+def test_export_plan_takes_the_smallest_plan_at_int8s_metric_or_the_best_at_a_saving(tmp_path):
+    state = _state_with({"8-8": (11.0, 1000), "8-3": (11.1, 800), "7-7": (11.2, 900), "3-3": (10.9, 400),
+                         "5-4": (10.95, 700), "2-2": (7.0, 300)})
+    (tmp_path / "search.json").write_text(json.dumps(state))
+    plan = report.export_plan(tmp_path)  # the smallest at or above int8's 11.0: 8-3, 20% smaller
+    assert plan["genome"] == [8, 3] and plan["saving"] == pytest.approx(0.2)
+    assert json.loads((tmp_path / "plan.json").read_text())["plan"] == {"a": 8, "b": 3}
+    # --saving 0.25: the best validation metric among the plans at least 25% smaller, below int8's
+    # metric or not (its full fine-tune decides), and said so.
+    plan = report.export_plan(tmp_path, saving=0.25)
+    assert plan["genome"] == [5, 4] and plan["saving"] == pytest.approx(0.3) and plan["rule"].startswith("best val")
+    with pytest.raises(ValueError, match="saving=0.8.*no searched plan"):
+        report.export_plan(tmp_path, saving=0.8)
+    state["evaluations"] = {k: p for k, p in state["evaluations"].items() if k in ("8-8", "3-3")}
+    (tmp_path / "search.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="reaches uniform 8-bit.*--saving"):
+        report.export_plan(tmp_path)

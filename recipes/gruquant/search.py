@@ -343,13 +343,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export-plan", action="store_true",
                         help="write plan.json: the smallest searched plan at or above uniform 8-bit's validation metric")
+    parser.add_argument("--saving", type=float, default=None,
+                        help="with --export-plan: instead, the best-metric plan at least this fraction smaller than "
+                             "uniform 8-bit (its full fine-tune decides whether it reaches 8-bit's metric)")
     parser.add_argument("overrides", nargs="*", help="key=value (search.yaml)")
     args = parser.parse_args(argv)
     cfg = config(args.overrides)
+    if args.saving is not None and not (args.export_plan and 0.0 < args.saving < 1.0):
+        parser.error(f"--saving {args.saving}: a fraction in (0, 1), with --export-plan")
     if args.export_plan:
         from recipes.gruquant.report import export_plan
 
-        return export_plan(search_folder(cfg))
+        return export_plan(search_folder(cfg), args.saving)
     return Search(cfg).run()
 
 
