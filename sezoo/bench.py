@@ -2,7 +2,8 @@
 
 Each model streams one file hop by hop through :mod:`sezoo.streaming` (ONNX Runtime for frame-stepped
 models unless ``runtime="torch"``; the slimmable DEMUCS's own PyTorch streamer otherwise); every ``push``
-is timed on its own. Reported per model: the median and 99th percentile milliseconds per hop, the
+is timed on its own, and the models of one run take their passes in turn (:func:`time_streams`).
+Reported per model: the median and 99th percentile milliseconds per hop, the
 real-time factor (all compute, flush included, over the audio's duration; the median of ``repeats``
 passes) and the MACs per second the model executed on that file (counted on its offline forward, which
 reports what a dynamic model ran).
@@ -12,39 +13,63 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 
-def time_stream(make_streamer, waveform: np.ndarray, hop: int, sample_rate: int, repeats: int = 3) -> dict:
-    """Push ``waveform`` one ``hop`` at a time into fresh streamers (``repeats`` timed passes after a
-    warm-up pass); per-hop times are pooled over the passes."""
-    per_hop, totals = [], []
+@dataclass
+class Stream:
+    """What one timed row streams: ``make()`` gives a fresh streamer (``push``/``flush``), fed
+    ``waveform`` one ``hop`` at a time."""
+
+    make: Callable[[], object]
+    waveform: np.ndarray
+    hop: int
+    sample_rate: int
+
+
+def time_streams(streams: list[Stream], repeats: int = 3) -> list[dict]:
+    """Each stream's per-hop times and real-time factor, its passes interleaved with the others'.
+
+    Every stream first takes one untimed pass (caches, allocators), then the ``repeats`` timed passes
+    go round the streams in turn (A B C A B C ...): on a shared machine a slow spell then lands on every
+    model alike instead of on one model's block of passes, which is what a side-by-side comparison
+    needs. Per-hop times are pooled over a stream's passes; its real-time factor is its median pass
+    (compute, flush included, over the audio's duration)."""
+    per_hop: list[list[float]] = [[] for _ in streams]
+    totals: list[list[float]] = [[] for _ in streams]
     for attempt in range(repeats + 1):
-        streamer = make_streamer()
-        times = []
-        for start in range(0, waveform.size, hop):
-            chunk = waveform[start:start + hop]
+        for index, stream in enumerate(streams):
+            streamer, times = stream.make(), []
+            for start in range(0, stream.waveform.size, stream.hop):
+                chunk = stream.waveform[start:start + stream.hop]
+                begin = time.perf_counter()
+                streamer.push(chunk)
+                times.append(time.perf_counter() - begin)
             begin = time.perf_counter()
-            streamer.push(chunk)
-            times.append(time.perf_counter() - begin)
-        begin = time.perf_counter()
-        streamer.flush()
-        flush = time.perf_counter() - begin
-        if attempt:  # the first pass warms caches and allocators
-            per_hop += times
-            totals.append(sum(times) + flush)
-    seconds = waveform.size / sample_rate
-    return {"ms_per_hop": 1e3 * float(np.median(per_hop)), "p99_ms": 1e3 * float(np.percentile(per_hop, 99)),
-            "rtf": statistics.median(totals) / seconds, "hops": len(per_hop) // repeats}
+            streamer.flush()
+            flush = time.perf_counter() - begin
+            if attempt:  # the first pass warms caches and allocators
+                per_hop[index] += times
+                totals[index].append(sum(times) + flush)
+    return [{"ms_per_hop": 1e3 * float(np.median(hops)), "p99_ms": 1e3 * float(np.percentile(hops, 99)),
+             "rtf": statistics.median(total) / (stream.waveform.size / stream.sample_rate),
+             "hops": len(hops) // repeats}
+            for stream, hops, total in zip(streams, per_hop, totals)]
 
 
-def bench_model(name: str, wav: str, runtime: str = "onnx", threads: int = 1, repeats: int = 3,
-                int8: bool = False) -> dict:
-    """One row of ``sezoo bench``: ``model``, ``runtime``, ``hop``, ``ms_per_hop``, ``p99_ms``, ``rtf``,
-    ``macs_per_second``, ``latency_ms``, ``threads``. ``int8``: the ONNX step of ``sezoo export --int8``
-    (runtime ``onnx-int8``)."""
+def time_stream(make_streamer, waveform: np.ndarray, hop: int, sample_rate: int, repeats: int = 3) -> dict:
+    """One stream timed on its own (:func:`time_streams`)."""
+    return time_streams([Stream(make_streamer, waveform, hop, sample_rate)], repeats)[0]
+
+
+def prepare_model(name: str, wav: str, runtime: str = "onnx", threads: int = 1,
+                  int8: bool = False) -> tuple[dict, Stream]:
+    """A model's row (without its times) and the stream to time: its ONNX step exported (``int8``: the
+    step of ``sezoo export --int8``) unless it streams in PyTorch."""
     from sezoo.data.audio import read_audio
     from sezoo.inference import resolve_model
     from sezoo.metrics.cost import count_macs
@@ -67,12 +92,43 @@ def bench_model(name: str, wav: str, runtime: str = "onnx", threads: int = 1, re
             folder = export_onnx(model, tempfile.mkdtemp(prefix="sezoo-bench-"))
         make = lambda: open_streamer(folder, "onnx", threads)  # noqa: E731
     else:
-        make = lambda: open_streamer(model)  # noqa: E731
+        make = lambda: _InferenceStreamer(open_streamer(model))  # noqa: E731
     hop = int(model.hop_samples)
-    with torch.inference_mode():
-        timing = time_stream(make, waveform.numpy(), hop, rate, repeats)
-    return {"model": name, "runtime": used, "threads": threads, "hop": hop, "hop_ms": 1e3 * hop / rate, **timing,
-            "macs_per_second": macs / (waveform.numel() / rate), "latency_ms": model.latency_ms}
+    row = {"model": name, "runtime": used, "threads": threads, "hop": hop, "hop_ms": 1e3 * hop / rate,
+           "macs_per_second": macs / (waveform.numel() / rate), "latency_ms": model.latency_ms}
+    return row, Stream(make, waveform.numpy(), hop, rate)
+
+
+class _InferenceStreamer:
+    """A PyTorch streamer pushed under ``torch.inference_mode`` (no autograd bookkeeping per hop)."""
+
+    def __init__(self, streamer):
+        self.streamer = streamer
+
+    def push(self, chunk):
+        with torch.inference_mode():
+            return self.streamer.push(chunk)
+
+    def flush(self):
+        with torch.inference_mode():
+            return self.streamer.flush()
+
+
+def bench_models(models: list[tuple[str, bool]], wav: str, runtime: str = "onnx", threads: int = 1,
+                 repeats: int = 3, extra: list[tuple[dict, Stream]] = ()) -> list[dict]:
+    """``sezoo bench``'s rows for ``(name, int8)`` pairs, timed in one interleaved run
+    (:func:`time_streams`), after any ``extra`` rows (a benchmark's peers). Each row: ``model``,
+    ``runtime``, ``hop``, ``hop_ms``, ``ms_per_hop``, ``p99_ms``, ``rtf``, ``hops``, ``macs_per_second``,
+    ``latency_ms``, ``threads``."""
+    prepared = list(extra) + [prepare_model(name, wav, runtime, threads, int8) for name, int8 in models]
+    timings = time_streams([stream for _, stream in prepared], repeats)
+    return [{**row, **timing} for (row, _), timing in zip(prepared, timings)]
+
+
+def bench_model(name: str, wav: str, runtime: str = "onnx", threads: int = 1, repeats: int = 3,
+                int8: bool = False) -> dict:
+    """One model's row of ``sezoo bench`` (:func:`bench_models`)."""
+    return bench_models([(name, int8)], wav, runtime, threads, repeats)[0]
 
 
 def markdown(rows: list[dict]) -> str:

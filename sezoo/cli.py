@@ -106,10 +106,10 @@ def _export(args) -> None:
 
 
 def _bench(args) -> None:
-    from sezoo.bench import bench_model, markdown
+    from sezoo.bench import bench_models, markdown
 
-    rows = [bench_model(name, args.wav, args.runtime, args.threads, args.repeats, int8=int8)
-            for name in args.models for int8 in ((False, True) if args.int8 else (False,))]
+    rows = bench_models([(name, int8) for name in args.models for int8 in ((False, True) if args.int8 else (False,))],
+                        args.wav, args.runtime, args.threads, args.repeats)
     print(markdown(rows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
