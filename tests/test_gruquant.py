@@ -205,3 +205,19 @@ def test_export_plan_takes_the_smallest_plan_at_int8s_metric_or_the_best_at_a_sa
     (tmp_path / "search.json").write_text(json.dumps(state))
     with pytest.raises(ValueError, match="reaches uniform 8-bit.*--saving"):
         report.export_plan(tmp_path)
+
+
+def test_confirm_fine_tunes_the_plan_and_int8_alike_at_each_seed(tmp_path):
+    search_main([*TINY, "search.generations=1", f"run.dir={tmp_path}"])
+    out = search_main(["--confirm", "3", "--saving", "0.25", *TINY, f"run.dir={tmp_path}"])
+    folder = search_folder(config([*TINY, f"run.dir={tmp_path}"]))
+    assert json.loads((folder / "confirm.json").read_text()) == out
+    assert out["steps"] == 3 and [r["seed"] for r in out["runs"]] == [0, 1]
+    assert out["size_bits"] <= 0.75 * out["int8_size_bits"] and out["saving"] >= 0.25
+    assert out["genome"] == json.loads((folder / "plan.json").read_text())["genome"]
+    # Longer fine-tunes than the search's 2 steps: the numbers differ from the screen's.
+    screened = json.loads((folder / "search.json").read_text())["evaluations"]["-".join(map(str, out["genome"]))]
+    assert out["runs"][0]["plan"]["val"] != screened["val"]
+    assert out["mean"]["int8"]["val"] == pytest.approx(np.mean([r["int8"]["val"] for r in out["runs"]]))
+    with pytest.raises(SystemExit):
+        search_main(["--confirm", "0", *TINY, f"run.dir={tmp_path}"])
