@@ -28,6 +28,7 @@ from sezoo.export import export_model
 from sezoo.metrics.dnsmos import DNSMOS_KEYS, dnsmos_available
 from sezoo.metrics.quality import QUALITY_KEYS, quality
 from sezoo.report import print_results
+from sezoo.weights import load_weights
 
 
 class SEModule(L.LightningModule):
@@ -190,6 +191,15 @@ def recipe_command(recipe: str, argv: list[str]) -> str:
     return " ".join(["python", f"recipes/{recipe}/train.py", *[shlex.quote(a) for a in args]])
 
 
+def _trained_run(run_dir: Path) -> dict:
+    """``run.test_only``: the finished run's own results.json (its training command and checkpoint choice)."""
+    path = run_dir / "results.json"
+    if not (path.exists() and (run_dir / "model.safetensors").exists()):
+        raise FileNotFoundError(f"run.test_only=true: {run_dir} holds no finished run (results.json and "
+                                f"model.safetensors); name the trained run with run.dir= and run.name=")
+    return json.loads(path.read_text())
+
+
 def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataModule, recipe,
                  callbacks: list[L.Callback] = (), command: str = "",
                  operating_points: dict[str, dict] | None = None, checkpoint: str = "best") -> dict:
@@ -208,13 +218,19 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
         raise ValueError(f"checkpoint={checkpoint!r}: 'best' or 'last'")
     L.seed_everything(cfg.seed, workers=True)
     run_dir = run_folder(cfg, recipe.name)
-    save_config(cfg, run_dir / "config.yaml")
+    test_only = bool(cfg.run.get("test_only"))
+    if test_only:  # the run's own config.yaml and provenance stay; only the test is redone
+        trained = _trained_run(run_dir)
+        load_weights(module.model, run_dir)
+    else:
+        save_config(cfg, run_dir / "config.yaml")
     module.config = OmegaConf.to_container(cfg, resolve=True)
     trainer = build_trainer(cfg, run_dir, list(callbacks))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
+    if not test_only:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
     selected = checkpoint
     checkpoint, last = trainer.checkpoint_callbacks[:2]  # build_trainer's: the best by val/loss, the last epoch
-    best = (checkpoint.best_model_path if selected == "best" else last.best_model_path) or None
+    best = None if test_only else (checkpoint.best_model_path if selected == "best" else last.best_model_path) or None
     data_terms = DATA_TERMS.get(cfg.data.name, "trained on data whose own terms apply")
     context = {
         "recipe": recipe.name, "callbacks": callbacks, "command": command or recipe_command(recipe.name, []),
@@ -229,6 +245,10 @@ def fit_and_test(cfg: DictConfig, module: SEModule, datamodule: L.LightningDataM
                           "best": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score)},
         },
     }
+    if test_only:  # what trained the weights, as the training run recorded it, and what tested them now
+        context["command"] = trained["command"]
+        context["about"].update({k: trained[k] for k in ("checkpoint", "selection", "init_from") if k in trained})
+        context["about"]["retested"] = command or recipe_command(recipe.name, [])
     results = _test_and_export(trainer, module, datamodule, best, run_dir, **context)
     for name, point in (operating_points or {}).items():
         module.model.set_operating_point(**point)

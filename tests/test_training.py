@@ -54,6 +54,30 @@ def test_run_folder_moved_elsewhere_resumes_twice_from_its_newest_checkpoint(tra
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
+def test_test_only_retests_a_finished_run_and_keeps_its_provenance(trained, tmp_path):
+    """run.test_only=true re-tests a run's exported weights (a run trained elsewhere on a cut test split):
+    on the same split it reproduces the run's own test, and the run's config and training record stay."""
+    import shutil
+    from safetensors.torch import load_file
+    run_dir, results, args = trained
+    copy = tmp_path / "runs"
+    shutil.copytree(run_dir.parent.parent, copy)
+    args = [a for a in args if not a.startswith("run.dir=")] + [f"run.dir={copy}"]
+    folder = copy / "dyncp" / "t"
+    config, weights = (folder / "config.yaml").read_text(), load_file(folder / "model.safetensors")
+    again = _recipe("dyncp").main([*args, "run.test_only=true", "trainer.max_epochs=7"])
+    assert again["n_test_files"] == results["n_test_files"] == 2
+    assert again["metrics"] == pytest.approx(results["metrics"], abs=1e-5)
+    assert again["input_metrics"] == pytest.approx(results["input_metrics"], abs=1e-5)
+    assert (again["command"], again["selection"], again["checkpoint"]) == (
+        results["command"], results["selection"], results["checkpoint"])
+    assert "run.test_only=true" in again["retested"]
+    assert (folder / "config.yaml").read_text() == config  # max_epochs=7 was never trained
+    assert all(torch.equal(v, load_file(folder / "model.safetensors")[k]) for k, v in weights.items())
+    with pytest.raises(FileNotFoundError, match="holds no finished run"):
+        _recipe("dyncp").main([*args, "run.test_only=true", "run.name=never-trained"])
+
+
 def test_evaluate_cli_json(trained, tiny_corpus, tmp_path):
     run_dir, _, _ = trained
     out = tmp_path / "eval.json"
