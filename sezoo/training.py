@@ -141,7 +141,7 @@ def run_folder(cfg: DictConfig, recipe: str) -> Path:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: list[L.Callback] = ()) -> L.Trainer:
     metrics = run_dir / "logs" / "metrics.csv"
-    if cfg.run.resume and metrics.exists():  # Lightning's CSV logger deletes it: keep the earlier rows
+    if (cfg.run.resume or cfg.run.get("test_only")) and metrics.exists():  # Lightning's CSV logger deletes it: keep the earlier rows
         metrics.rename(metrics.with_name(f"metrics.{len(list(metrics.parent.glob('metrics.*.csv')))}.csv"))
     loggers = [CSVLogger(str(run_dir), name="logs", version="")]
     if cfg.logger.wandb:

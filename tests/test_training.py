@@ -73,6 +73,7 @@ def test_test_only_retests_a_finished_run_and_keeps_its_provenance(trained, tmp_
         results["command"], results["selection"], results["checkpoint"])
     assert "run.test_only=true" in again["retested"]
     assert (folder / "config.yaml").read_text() == config  # max_epochs=7 was never trained
+    assert "val/loss" in (folder / "logs" / "metrics.0.csv").read_text().splitlines()[0]  # the training's log stays
     assert all(torch.equal(v, load_file(folder / "model.safetensors")[k]) for k, v in weights.items())
     with pytest.raises(FileNotFoundError, match="holds no finished run"):
         _recipe("dyncp").main([*args, "run.test_only=true", "run.name=never-trained"])
