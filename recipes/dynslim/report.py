@@ -48,7 +48,8 @@ def static_points(static_run: Path) -> list[tuple[float, Path]]:
 
 
 def target_of(run: Path) -> float:
-    return float(_config(run)["router"]["target"])
+    config = _config(run)
+    return float(config["utilization"]["target"] if "utilization" in config else config["router"]["target"])  # "router": runs before v2
 
 
 def _config(run: Path) -> dict:
@@ -167,15 +168,82 @@ def utilization_against_snr(dynamic_runs: list[Path], noisy_dir: Path, clean_dir
     plt.close(fig)
     return "\n".join(lines)
 
+def learning_curves(static_runs: list[Path], val_dir: Path, path: Path) -> str:
+    """Validation PESQ-WB and SI-SDR at every UF against training steps, one line style per static run
+    (every ``logs/metrics*.csv`` of a run, so a resumed run is one curve), with the noisy input's level on
+    the same validation utterances (the first ``limit_val_batches`` of the split, batch 1)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio as si_sdr
+
+    from sezoo.metrics.quality import pesq_wb
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles, colours = ["--", "-", ":", "-."], plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    lines = ["| run | STFT weight | steps | val SI-SDR (dB) at UF .125 / .25 / .5 / 1 | val PESQ-WB at UF .125 / .25 / .5 / 1 |",
+             "|---|---|---|---|---|"]
+    limit = None
+    for style, run in zip(styles, static_runs):
+        config = _config(run)
+        limit = limit or config["trainer"]["limit_val_batches"]
+        rows = sorted((row for log in (run / "logs").glob("metrics*.csv") for row in csv.DictReader(log.open())
+                       if row.get("val/loss")), key=lambda row: int(row["step"]))
+        label = f"{run.name} (STFT weight {config['loss']['stft_weight']:g})"
+        factors = config["model"]["utilization_factors"]
+        for colour, uf in zip(colours, factors):
+            steps = [int(row["step"]) for row in rows]
+            for ax, key in zip(axes, ("si_sdr", "pesq_wb")):
+                ax.plot(steps, [float(row[f"val/{key}_uf{uf:g}"]) for row in rows], style, color=colour,
+                        label=f"UF {uf:g}, {label}")
+        last = rows[-1]
+        lines.append(f"| {run.name} | {config['loss']['stft_weight']:g} | {last['step']} | "
+                     + " / ".join(f"{float(last[f'val/si_sdr_uf{uf:g}']):.2f}" for uf in factors) + " | "
+                     + " / ".join(f"{float(last[f'val/pesq_wb_uf{uf:g}']):.3f}" for uf in factors) + " |")
+    pairs = pair_folders(val_dir / "noisy", val_dir / "clean")
+    pairs = pairs[: max(1, int(len(pairs) * limit))] if isinstance(limit, float) else pairs[: int(limit)]
+    level = {"si_sdr": [], "pesq_wb": []}
+    for noisy_path, clean_path in pairs:
+        noisy, clean = read_audio(noisy_path, 16_000), read_audio(clean_path, 16_000)
+        level["si_sdr"].append(float(si_sdr(noisy, clean)))
+        level["pesq_wb"].append(pesq_wb(noisy, clean, 16_000))
+    for ax, key, name in zip(axes, ("si_sdr", "pesq_wb"), ("SI-SDR (dB)", "PESQ-WB")):
+        mean = sum(level[key]) / len(level[key])
+        ax.axhline(mean, color="black", linewidth=1, label=f"noisy input ({mean:.2f})")
+        ax.set(xlabel="training step", ylabel=f"validation {name}", title=f"{name} per UF ({len(pairs)} val utterances)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(bottom=-10)
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    lines.append(f"| noisy input | | | {sum(level['si_sdr']) / len(pairs):.2f} (every UF) | "
+                 f"{sum(level['pesq_wb']) / len(pairs):.3f} (every UF) |")
+    return "\n".join(lines)
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--static", required=True, type=Path, help="the stage=static run folder")
+    parser.add_argument("--static", type=Path, help="the stage=static run folder")
     parser.add_argument("--dynamic", nargs="*", default=[], type=Path, help="stage=joint run folders")
     parser.add_argument("--rules", nargs="*", default=[], type=Path, help="static runs of the slimming rules")
     parser.add_argument("--figures", type=Path, help="write pareto.png and utilization_snr.png here")
     parser.add_argument("--test", type=Path, help="test folder with noisy/ and clean/ (default: mini's)")
+    parser.add_argument("--curves", nargs="*", default=[], type=Path,
+                        help="static runs whose validation curves per UF go into learning_curves.png (with --figures)")
+    parser.add_argument("--val", type=Path, help="validation folder with noisy/ and clean/ (default: mini's)")
     args = parser.parse_args(argv)
+    if args.curves:
+        if not args.figures:
+            parser.error("--curves writes learning_curves.png: name the folder with --figures")
+        val = args.val or data_root() / "mini" / "val"
+        args.figures.mkdir(parents=True, exist_ok=True)
+        print(learning_curves(args.curves, val, args.figures / "learning_curves.png"), end="\n\n")
+    if args.static is None:
+        return
     if args.rules:
         print(rule_table(args.rules), end="\n\n")
     table, measured = results_table(args.static, args.dynamic)
