@@ -155,7 +155,7 @@ def _recorded_feeds(float_folder: Path, files: list[Path]) -> list[dict]:
             feed = {name: value for name, value, fed in zip(self.state_names, self.state, self._state_fed) if fed}
             feed["frame"] = frame.copy()
             if self._takes_valid:
-                feed["valid"] = self._valid[bool(valid)]
+                feed["valid"] = self.valid_feed(valid)
             self.feeds.append(feed)
             return super().__call__(frame, valid)
 

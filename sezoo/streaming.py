@@ -66,6 +66,12 @@ class Framing:
             Otherwise ``frame - hop`` zeros before the input, zeros after it to a whole hop, and a plain
             overlap-add.
         window: ``"hann"``, ``"sqrt_hann"`` (periodic) or ``None`` (rectangular, no synthesis window).
+        skip: output positions dropped at the start beyond ``lead``: a step whose output lags its input
+            by a delay that is not a whole number of hops (the slimmable DEMUCS) says the remainder here
+            and the whole hops in ``stream_delay_frames``.
+        count_valid: ``valid`` is the number of input samples in the frame's newest hop (``hop`` for a
+            whole one, fewer for the zero-padded last one, 0 after the end) instead of 1 or 0: a step
+            that must know where the input ends to the sample (the DEMUCS's padding to a valid length).
     """
 
     frame: int
@@ -73,6 +79,8 @@ class Framing:
     kind: str
     centered: bool
     window: str | None
+    skip: int = 0
+    count_valid: bool = False
 
     def __post_init__(self):
         if self.kind not in ("stft_mask", "waveform"):
@@ -113,7 +121,8 @@ class FrameStreamer:
         self._steps = 0
         self._numerator = np.zeros(f.frame, np.float32)
         self._envelope = np.zeros(f.frame, np.float32)
-        self._to_skip = f.lead                 # padded positions before the first input sample
+        self._to_skip = f.lead + f.skip        # padded positions before the first input sample, the model's own lag
+        self._framed = 0                       # frames stepped with input in them
         self._emitted = 0
         self._flushed = False
 
@@ -147,22 +156,34 @@ class FrameStreamer:
         else:
             end = np.zeros(-self._received % f.hop, np.float32)
         self._pending = np.concatenate([self._pending, end])
+        due = self._received - self._emitted  # the output still owed, one sample per input sample
         out = [self._run_frames()]
-        for _ in range(self.delay):  # the zero padding after the end, inside the network
+        for _ in range(self.delay + -(-f.skip // f.hop)):  # the zero padding after the end, inside the network
             out.append(self._process(np.zeros(f.frame, np.float32), valid=False))
         out.append(self._emit(self._numerator.size, final=True))
         self._flushed = True
-        return np.concatenate(out)
+        out = np.concatenate(out)[:due]  # a step's lag in part of a hop (skip) computes past the end
+        self._emitted = self._received - due + out.size
+        return out
 
     # -- the loop ------------------------------------------------------------------------------------
     def _run_frames(self) -> np.ndarray:
         f, out = self.framing, []
         while self._pending.size >= f.frame:
-            out.append(self._process(self._pending[: f.frame], valid=True))
+            out.append(self._process(self._pending[: f.frame], valid=self._valid_in_frame()))
             self._pending = self._pending[f.hop:]
+            self._framed += 1
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
-    def _process(self, frame: np.ndarray, valid: bool) -> np.ndarray:
+    def _valid_in_frame(self) -> bool | int:
+        """``valid`` for the next frame: True, or with ``count_valid`` the input samples in its newest hop."""
+        f = self.framing
+        if not f.count_valid:
+            return True
+        newest = self._framed * f.hop + f.frame - f.hop - f.lead  # input index of the newest hop's first sample
+        return min(max(self._received - newest, 0), f.hop)
+
+    def _process(self, frame: np.ndarray, valid: bool | int) -> np.ndarray:
         f = self.framing
         if f.kind == "stft_mask":
             spectrum = np.fft.rfft(frame * self._window)
@@ -193,8 +214,8 @@ class FrameStreamer:
         self._to_skip -= skip
         num = num[skip:]
         if final:
-            num = num[: max(self._received - self._emitted, 0)]
-            num = np.concatenate([num, np.zeros(self._received - self._emitted - num.size, np.float32)])
+            owed = max(self._received - self._emitted, 0)
+            num = np.concatenate([num[:owed], np.zeros(owed - min(num.size, owed), np.float32)])
         self._emitted += num.size
         return num.astype(np.float32)
 
@@ -241,6 +262,7 @@ class OnnxStep:
         self._takes_valid = "valid" in graph_inputs
         self._state_fed = [name in graph_inputs for name in self.state_names]
         self._valid = {True: np.ones(1, np.float32), False: np.zeros(1, np.float32)}
+        self._count_valid = bool(self.meta["framing"].get("count_valid", False))
 
         from safetensors.numpy import load_file
 
@@ -255,9 +277,14 @@ class OnnxStep:
         feed = {name: value for name, value, fed in zip(self.state_names, self.state, self._state_fed) if fed}
         feed["frame"] = frame
         if self._takes_valid:
-            feed["valid"] = self._valid[bool(valid)]
+            feed["valid"] = self.valid_feed(valid)
         out, *self.state = self.session.run(None, feed)
         return out
+
+    def valid_feed(self, valid: bool | int) -> np.ndarray:
+        if self._count_valid:
+            return np.full(1, float(valid), np.float32)
+        return self._valid[bool(valid)]
 
 
 class TimeStreamer:
@@ -358,6 +385,9 @@ def export_onnx(model: nn.Module, folder: str | Path) -> Path:
     try:
         with torch.no_grad(), contextlib.redirect_stdout(narration), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations, nothing to act on
+            # nn.GRU re-assigns its flattened weights while it is traced; the exported graph reads the
+            # registered parameters all the same (the streamed output is tested equal to PyTorch's).
+            warnings.filterwarnings("ignore", message=".*were assigned during export", category=UserWarning)
             torch.onnx.export(_StepGraph(model).eval(), args, str(folder / ONNX_FILE), dynamo=True, opset_version=ONNX_OPSET,
                               input_names=["frame", "valid", *names], output_names=["out", *(f"{n}.out" for n in names)],
                               verbose=False, external_data=False)

@@ -60,12 +60,24 @@ ARCHITECTURES = {
     "convfsenet-causal-gated": lambda x: _gated_convfsenet(True),
     "convfsenet-lookahead-gated": lambda x: _gated_convfsenet(False),
     "slimdemucs-uf0.5": lambda x: _static_slimdemucs(),
+    "slimdemucs-routed": lambda x: _routed_slimdemucs(),
 }
 
 
 def _static_slimdemucs():
     model = create_model("slimdemucs", hidden=8, depth=3, normalize=False)
     model.set_operating_point(uf=0.5)
+    return model
+
+
+def _routed_slimdemucs():
+    """A router that changes its choice within the utterance (the input is not normalised, so that the
+    offline forward's whole-file scale and the stream's running one agree)."""
+    torch.manual_seed(0)
+    model = create_model("slimdemucs", hidden=8, depth=3, normalize=False, router=True)
+    with torch.no_grad():
+        model.router.conv.weight.mul_(30.0)  # the speech-like input's level is about 1/30
+        model.router.head.weight.normal_(0.0, 3.0)
     return model
 
 
@@ -91,7 +103,8 @@ def test_streamed_output_equals_offline_for_any_chunk_size(arch, waveform):
         np.testing.assert_allclose(streamed, offline, atol=1e-5, err_msg=f"chunk {chunk}")
 
 
-@pytest.mark.parametrize("arch", ["tinylstm", "dtln", "convfsenet-causal-gated", "convfsenet-lookahead-gated"])
+@pytest.mark.parametrize("arch", ["tinylstm", "dtln", "convfsenet-causal-gated", "convfsenet-lookahead-gated",
+                                  "slimdemucs-routed"])
 def test_every_sample_leaves_within_the_stated_latency(arch, waveform):
     torch.manual_seed(0)
     model = ARCHITECTURES[arch](waveform).eval()
@@ -105,7 +118,8 @@ def test_every_sample_leaves_within_the_stated_latency(arch, waveform):
     assert emitted + streamer.flush().size == waveform.numel()
 
 
-@pytest.mark.parametrize("arch", ["tinylstm-skip", "dtln", "convfsenet-causal-gated", "convfsenet-lookahead-gated"])
+@pytest.mark.parametrize("arch", ["tinylstm-skip", "dtln", "convfsenet-causal-gated", "convfsenet-lookahead-gated",
+                                  "slimdemucs-uf0.5", "slimdemucs-routed"])
 def test_onnx_runtime_streams_what_pytorch_computes(arch, waveform, tmp_path):
     torch.manual_seed(0)
     model = ARCHITECTURES[arch](waveform).eval()
@@ -149,9 +163,24 @@ def test_pushing_after_the_end_is_refused():
         streamer.push(np.zeros(1, np.float32))
 
 
-def test_a_model_that_streams_in_time_is_not_exported_as_frames(tmp_path):
-    with pytest.raises(NotImplementedError, match="streams in time"):
-        export_onnx(_static_slimdemucs(), tmp_path)
+def test_a_routed_demucs_graph_runs_only_the_width_its_router_chose(waveform, tmp_path):
+    """Each run of encoder or decoder frames that shares a router choice is one ONNX ``If`` chain whose
+    branches hold the four widths' convolutions, so a frame at UF 0.125 does not pay for UF 1."""
+    import onnx
+
+    from sezoo.models.demucs_streaming import _groups, _StreamPlan
+
+    model = _routed_slimdemucs().eval()
+    choices = model.router(waveform[None]).argmax(-1)
+    assert len(choices.unique()) == 4  # the router really switches widths in this utterance
+    graph = onnx.load(str(export_onnx(model, tmp_path) / "stream.onnx")).graph
+    plan = _StreamPlan.of(model)
+    runs = sum(len(_groups(w)) for w in (*plan.encoder, *plan.decoder))
+    assert sum(node.op_type == "If" for node in graph.node) == runs
+    convolving = [node for node in graph.node if node.op_type in ("Conv", "ConvTranspose")]
+    # Outside the branches only the resamplers' sinc filters and the router convolve.
+    assert len(convolving) == 2 * (model.resample // 2) + 3
+    assert not [name for node in convolving for name in node.input if "coder" in name]
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +210,8 @@ def test_cli_export_and_bench(exported_tinylstm, tmp_path, capsys):
     assert main(["export", str(exported_tinylstm), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
     meta = json.loads((tmp_path / "onnx" / "stream.json").read_text())
     assert b"stack_trace" not in (tmp_path / "onnx" / "stream.onnx").read_bytes()  # no exporter provenance
-    assert meta["framing"] == {"frame": 512, "hop": 256, "kind": "stft_mask", "centered": True, "window": "hann"}
+    assert meta["framing"] == {"frame": 512, "hop": 256, "kind": "stft_mask", "centered": True, "window": "hann",
+                               "skip": 0, "count_valid": False}
     assert meta["latency_samples"] == 512
     assert main(["bench", str(exported_tinylstm), "--wav", str(exported_tinylstm / "noisy.wav"), "--repeats", "1",
                  "--json", str(tmp_path / "bench.json")]) == 0

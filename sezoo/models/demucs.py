@@ -319,25 +319,41 @@ class SlimmableDemucs(SEModel):
 
         return SlimStreamer(self)
 
+    # ------------------------------------------------------------------ streaming (sezoo.streaming)
+    # One hop in, one hop out, with fixed shapes (demucs_streaming.slim_stream_step): what `sezoo export`
+    # writes as one ONNX graph and what `open_streamer` runs.
+    def stream_framing(self):
+        from sezoo.models.demucs_streaming import _StreamPlan
+        from sezoo.streaming import Framing
+
+        lag = _StreamPlan.of(self).out.d
+        return Framing(self.hop_samples, self.hop_samples, "waveform", centered=False, window=None,
+                       skip=lag % self.hop_samples, count_valid=True)
+
+    @property
+    def stream_delay_frames(self) -> int:
+        from sezoo.models.demucs_streaming import _StreamPlan
+
+        return _StreamPlan.of(self).out.d // self.hop_samples
+
+    def stream_state(self) -> dict[str, torch.Tensor]:
+        from sezoo.models.demucs_streaming import slim_stream_state
+
+        return slim_stream_state(self)
+
+    def stream_step(self, frame: torch.Tensor, valid: torch.Tensor, *state: torch.Tensor):
+        from sezoo.models.demucs_streaming import slim_stream_step
+
+        return slim_stream_step(self, frame, valid, *state)
+
     @property
     def latency_samples(self) -> int:
-        """Measured on the streaming executor, the way the model runs in real time: fed one hop at a time,
-        the longest wait of an input sample for its output (the strided encoder's receptive field, the
-        transposed convolutions' overlap and the resamplers' look-ahead all add to it; no closed form
-        covers the three, so the executor itself is asked)."""
-        from sezoo.models.demucs_streaming import SlimStreamer
+        """The longest wait of an input sample for its output, streamed: the step's output lags its
+        input by ``d`` samples (the resamplers' look-ahead, the strided encoder's receptive field, the
+        transposed convolutions' overlap: ``_StreamPlan``), and a sample waits for the rest of its hop."""
+        from sezoo.models.demucs_streaming import _StreamPlan
 
-        was_training = self.training
-        streamer, hop = SlimStreamer(self, scale=1.0), self.hop_samples
-        pushed = emitted = worst = 0
-        for _ in range(self.valid_length(1) // hop + 8):
-            pushed += hop
-            out = streamer.push(torch.zeros(hop)).shape[-1]
-            if out:
-                worst = max(worst, pushed - emitted)  # the first sample out now came in at index `emitted`
-            emitted += out
-        self.train(was_training)
-        return worst
+        return _StreamPlan.of(self).out.d + self.hop_samples - 1
 
     def valid_length(self, length: int) -> int:
         """The nearest input length >= ``length`` that the strided convolutions cover exactly."""

@@ -12,6 +12,8 @@ the multiply-accumulates that ran, router included.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.nn import functional as F
 
@@ -229,3 +231,255 @@ def stream_enhance(model: SlimmableDemucs, waveform: torch.Tensor, chunk: int | 
     pieces = [streamer.push(waveform[:, start : start + chunk]) for start in range(0, waveform.shape[-1], chunk)]
     pieces.append(streamer.flush())
     return torch.cat(pieces, dim=-1), streamer
+
+
+# ------------------------------------------------------------------------------ the frame-stepped step
+# ``SlimStreamer`` above buffers whatever has arrived and computes what it can: its shapes change from
+# call to call, so it runs in PyTorch only. The step below is the same computation with every shape
+# fixed: one hop in, one hop out, the state a fixed set of tensors. It is what `sezoo export` writes as
+# one ONNX graph (ONNX Runtime then streams it with NumPy alone) and what `open_streamer` runs eagerly.
+#
+# How the shapes stay fixed: every stage starts from a zero state, as if the input had been preceded
+# by silence for ever, and each stage's output at step t is a fixed window of positions ``n*t - d``
+# (its own delay d). Positions before the input's start (and after the end of its padding to a valid
+# length) are where the offline forward has nothing or zero padding, so the step masks them: the
+# decoder frames outside the offline frames contribute nothing, the resampled signals are zero there
+# (the offline zero padding), and the bottleneck GRU keeps its state until the first real frame.
+# An encoder frame before the start is never read by a real one (the strides align on position 0),
+# so the encoder needs no mask.
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A stage's output at step t: ``n`` positions from ``n * t - d`` on; ``keep``: the input samples
+    or frames it carries to the next step."""
+
+    n: int
+    d: int
+    keep: int = 0
+
+    def positions(self, t: torch.Tensor) -> torch.Tensor:
+        return self.n * t - self.d + torch.arange(self.n, device=t.device)
+
+
+def _floor_div(a: int, b: int) -> int:
+    return a // b  # Python's // floors, negative numbers included
+
+
+@dataclass(frozen=True)
+class _StreamPlan:
+    """Where every stage of the network stands at step t (pure integers, from the architecture)."""
+
+    hop: int
+    up: tuple[_Window, ...]        # each upsampler's output (keep: its input history)
+    encoder: tuple[_Window, ...]   # each encoder block's output frames (keep: its input tail)
+    decoder: tuple[_Window, ...]   # each decoder block's input frames, deepest first (keep: skip frames waiting)
+    decoded: _Window               # the last decoder block's output (at the upsampled rate)
+    down: tuple[_Window, ...]      # each downsampler's output (keep: its input history)
+    taps: int                      # the sinc filter's length
+
+    @staticmethod
+    def of(model: SlimmableDemucs) -> _StreamPlan:
+        taps, k, s = model.resample_kernel.shape[-1], model.kernel_size, model.stride
+        half = taps // 2
+        n, d, up = model.hop_samples, 0, []
+        for _ in range(model.resample // 2):  # out[2i], out[2i+1] need in[i + half]
+            n, d = 2 * n, 2 * (d + half)
+            up.append(_Window(n, d, taps - 1))
+        encoder = []
+        for _ in range(model.depth):  # frame j reads [s*j, s*j + k): computed once its last sample is in
+            first = _floor_div(-d - k, s) + 1
+            encoder.append(_Window(n // s, -first, -d - s * first))
+            n, d = n // s, -first
+        decoder, e = [], encoder[-1].d
+        for level in reversed(range(model.depth)):
+            decoder.append(_Window(encoder[level].n, e, e - encoder[level].d))  # skips wait e - d frames
+            e *= s  # a transposed convolution's samples are final once no later frame reaches them
+        n, d, down = model.hop_samples * model.resample, e, []
+        decoded = _Window(n, d)
+        for _ in range(model.resample // 2):  # out[i] needs in[2i + taps - 1]; inputs kept from 2*first - taps
+            first = _floor_div(-d - taps, 2) + 1
+            down.append(_Window(n // 2, -first, -d - 2 * first + taps))
+            n, d = n // 2, -first
+        return _StreamPlan(model.hop_samples, tuple(up), tuple(encoder), tuple(decoder), decoded, tuple(down), taps)
+
+    @property
+    def out(self) -> _Window:
+        """The enhanced output at the input's rate."""
+        return self.down[-1] if self.down else self.decoded
+
+
+def _ceil_div(a: torch.Tensor, b: int) -> torch.Tensor:
+    return -torch.div(-a, b, rounding_mode="floor")
+
+
+_NO_END = 2 ** 40  # the valid length while the input has not ended: beyond any position
+
+
+def _valid_length(model: SlimmableDemucs, length: torch.Tensor) -> torch.Tensor:
+    """``SlimmableDemucs.valid_length`` on an int64 tensor (so that it runs inside the graph)."""
+    size = length * model.resample
+    for _ in range(model.depth):
+        size = (_ceil_div(size - model.kernel_size, model.stride) + 1).clamp(min=1)
+    for _ in range(model.depth):
+        size = (size - 1) * model.stride + model.kernel_size
+    return _ceil_div(size, model.resample)
+
+
+def _inside(window: _Window, t: torch.Tensor, end: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """1 where the window's positions at step t lie in [0, end), else 0."""
+    at = window.positions(t)
+    return ((at >= 0) & (at < end)).to(dtype)
+
+
+def _switch(index: torch.Tensor, branches: list, operands: tuple) -> torch.Tensor:
+    """``branches[index](*operands)``: a Python choice eagerly; nested ``torch.cond`` (ONNX ``If``) in an
+    exported graph, so that only the chosen width runs there too. The operands are passed, not closed
+    over: each branch becomes a self-contained ONNX subgraph."""
+    if not torch.compiler.is_exporting():
+        return branches[int(index)](*operands)
+
+    def from_branch(k: int):
+        if k == len(branches) - 1:
+            return branches[k]
+        return lambda *ops: torch.cond(index.reshape(()) == k, branches[k], from_branch(k + 1), ops)
+
+    return from_branch(0)(*operands)
+
+
+def _groups(window: _Window) -> list[tuple[int, int, int]]:
+    """The router frames the window's positions fall in: ``(first, stop, lag)`` runs of positions
+    whose frames take the choice made ``lag`` steps ago (a window straddles at most two)."""
+    lag, rest = -_floor_div(-window.d, window.n), -window.d % window.n
+    split = window.n - rest
+    return [(0, split, lag)] + ([(split, window.n, lag - 1)] if rest else [])
+
+
+def _choice_lags(model: SlimmableDemucs, plan: _StreamPlan) -> int:
+    """How many past choices the step keeps: the deepest levels use the oldest."""
+    windows = list(plan.encoder) + list(plan.decoder)
+    return max(lag for w in windows for _, _, lag in _groups(w))
+
+
+def slim_stream_state(model: SlimmableDemucs) -> dict[str, torch.Tensor]:
+    """The step's initial state: all zeros (silence before the input) but the clocks, the unknown end
+    (-1) and the input scale (-1: the running RMS; a positive value fixes it)."""
+    plan = _StreamPlan.of(model)
+    k, s, zeros = model.kernel_size, model.stride, torch.zeros
+    state = {"clock": zeros(1, dtype=torch.long), "received": zeros(1, dtype=torch.long),
+             "length": torch.full((1,), -1, dtype=torch.long), "energy": zeros(1), "scale": torch.full((1,), -1.0)}
+    state.update({f"up{i}": zeros(1, w.keep) for i, w in enumerate(plan.up)})
+    state.update({f"encoder{level}": zeros(1, block.conv.in_channels, w.keep)
+                  for level, (block, w) in enumerate(zip(model.encoder, plan.encoder))})
+    state.update({f"skip{level}": zeros(1, model.encoder[level].hidden, w.keep)
+                  for level, w in zip(reversed(range(model.depth)), plan.decoder) if w.keep})
+    gru = model.bottleneck.grus[0]
+    state["gru"] = zeros(len(model.bottleneck.grus), gru.num_layers, 1, gru.hidden_size)
+    state.update({f"overlap{i}": zeros(1, block.deconv.out_channels, k - s) for i, block in enumerate(model.decoder)})
+    state.update({f"down{i}": zeros(1, w.keep) for i, w in enumerate(plan.down)})
+    if model.dynamic:
+        state["choices"] = zeros(_choice_lags(model, plan), dtype=torch.long)
+        state["router"] = zeros(1, model.router.head.in_channels)
+    return state
+
+
+def _encode(block, x: torch.Tensor, window: _Window, factors, choices: torch.Tensor | None, uf: float) -> torch.Tensor:
+    """One encoder block on its input buffer: ``window.n`` frames, each run of them at its width."""
+    if choices is None:
+        return block(x, uf)
+    k, s = block.conv.kernel_size[0], block.stride
+    branches = [lambda buffer, f=f: block(buffer, f) for f in factors]
+    return torch.cat([_switch(choices[lag], branches, (x[..., s * first: s * (stop - 1) + k],))
+                      for first, stop, lag in _groups(window)], dim=-1)
+
+
+def _decoder_contributions(block, x: torch.Tensor, keep: torch.Tensor, factor: float) -> torch.Tensor:
+    """The transposed convolution's overlapping outputs of frames ``x`` at one width, before its bias:
+    frames outside the offline forward's (``keep`` 0) contribute nothing."""
+    n, h = slim_width(block.hidden, factor), block.hidden
+    w, b = block.pointwise.weight, block.pointwise.bias
+    gated = F.glu(F.conv1d(x, torch.cat([w[:n], w[h:h + n]]), torch.cat([b[:n], b[h:h + n]])), dim=1) * keep
+    return F.conv_transpose1d(gated, block.deconv.weight[:n], None, block.stride)
+
+
+def _decode(block, x: torch.Tensor, keep: torch.Tensor, window: _Window, factors, choices, uf: float) -> torch.Tensor:
+    if choices is None:
+        return _decoder_contributions(block, x, keep, uf)
+    k, s = block.deconv.kernel_size[0], block.stride
+    total = (window.n - 1) * s + k
+    branches = [lambda frames, mask, f=f: _decoder_contributions(block, frames, mask, f) for f in factors]
+    parts = []
+    for first, stop, lag in _groups(window):
+        part = _switch(choices[lag], branches, (x[..., first:stop], keep[..., first:stop]))
+        parts.append(F.pad(part, (s * first, total - s * first - part.shape[-1])))
+    return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+
+def slim_stream_step(model: SlimmableDemucs, frame: torch.Tensor, valid: torch.Tensor, *state: torch.Tensor):
+    """One hop ``[1, hop]`` of input (``valid``: how many of its samples are input, 0 after the end) and
+    the state -> the enhanced hop that lags it by ``_StreamPlan.out.d`` samples, and the new state."""
+    plan = _StreamPlan.of(model)
+    st = dict(zip(slim_stream_state_names(model), state))
+    k, s, taps = model.kernel_size, model.stride, plan.taps
+    half, kernel = taps // 2, model.resample_kernel
+    t, count = st["clock"], valid.to(torch.long)
+    received = st["received"] + count
+    length = torch.where((st["length"] < 0) & (count < plan.hop), received, st["length"])
+    end = torch.where(length < 0, torch.full_like(length, _NO_END), _valid_length(model, length))
+    energy = st["energy"] + frame.pow(2).sum()
+    if model.normalize:  # the running RMS of the input so far, unless the state fixes the scale
+        rms = torch.sqrt(energy / received.clamp(min=1).to(frame.dtype))
+        scale = torch.where(st["scale"] > 0, st["scale"], rms)
+    else:
+        scale = torch.ones_like(energy)
+    x = frame / (model.floor + scale)
+    new = {"clock": t + 1, "received": received, "length": length, "energy": energy, "scale": st["scale"]}
+    choices = None
+    if model.dynamic:
+        chosen, new["router"] = model.router.decide(x, st["router"])
+        choices = torch.cat([chosen[0], st["choices"]])  # [this step's, the previous step's, ...]
+        new["choices"] = choices[: st["choices"].shape[0]]
+    factors = model.utilization_factors
+    for i, window in enumerate(plan.up):
+        buffer = torch.cat([st[f"up{i}"], x], dim=-1)
+        between = F.conv1d(buffer[:, None], kernel)[:, 0]
+        here = buffer[:, half - 1: half - 1 + between.shape[-1]]
+        x = torch.stack([here, between], dim=-1).flatten(1) * _inside(window, t, end * 2 ** (i + 1), x.dtype)
+        new[f"up{i}"] = buffer[:, -window.keep:]
+    x, skips = x[:, None], []
+    for level, (block, window) in enumerate(zip(model.encoder, plan.encoder)):
+        buffer = torch.cat([st[f"encoder{level}"], x], dim=-1)
+        new[f"encoder{level}"] = buffer[..., s * window.n:]
+        x = _encode(block, buffer, window, factors, choices, model.uf)
+        skips.append(x)
+    out, hidden = model.bottleneck.stream(x, list(st["gru"].unbind(0)))
+    started = plan.encoder[-1].positions(t) >= 0  # the bottleneck's frame is the input's (not the silence before)
+    new["gru"] = torch.where(started, torch.stack(hidden), st["gru"])
+    x, frames = out, end * model.resample
+    offline_frames = []
+    for _ in range(model.depth):
+        frames = torch.div(frames - k, s, rounding_mode="floor") + 1
+        offline_frames.append(frames)
+    for index, (level, window) in enumerate(zip(reversed(range(model.depth)), plan.decoder)):
+        block = model.decoder[index]
+        waiting = torch.cat([st[f"skip{level}"], skips[level]], dim=-1) if window.keep else skips[level]
+        if window.keep:
+            new[f"skip{level}"] = waiting[..., window.n:]
+        x = x + waiting[..., : window.n]
+        keep = _inside(window, t, offline_frames[level], x.dtype)
+        y = _decode(block, x, keep, window, factors, choices, model.uf)
+        y = torch.cat([y[..., : k - s] + st[f"overlap{index}"], y[..., k - s:]], dim=-1)
+        new[f"overlap{index}"] = y[..., s * window.n:]
+        x = block.finish(y[..., : s * window.n])
+    x = x[:, 0] * _inside(plan.decoded, t, end * model.resample, x.dtype)
+    for i, window in enumerate(plan.down):
+        buffer = torch.cat([st[f"down{i}"], x], dim=-1)
+        filtered = F.conv1d(buffer[:, 1::2][:, None], kernel)[:, 0]
+        x = 0.5 * (buffer[:, 0::2][:, half: half + window.n] + filtered)
+        x = x * _inside(window, t, end * model.resample // 2 ** (i + 1), x.dtype)
+        new[f"down{i}"] = buffer[:, -window.keep:]
+    return (x * scale, *(new[name] for name in slim_stream_state_names(model)))
+
+
+def slim_stream_state_names(model: SlimmableDemucs) -> list[str]:
+    return list(slim_stream_state(model))
