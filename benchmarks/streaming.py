@@ -3,7 +3,7 @@
     python benchmarks/streaming.py --wav FILE [--model NAME ...] [--zoo] [--json FILE]
 
 Our models run through ``sezoo bench`` (:mod:`sezoo.bench`: their exported ONNX step in ONNX Runtime,
-the slimmable DEMUCS in its PyTorch streamer). The peers run the streaming ONNX graphs their PyPI wheels
+the slimmable DEMUCS included). The peers run the streaming ONNX graphs their PyPI wheels
 ship (``make peers``), each hop timed the same way: GTCRN (one STFT frame per call, sqrt-Hann 512/256,
 its three caches) and DTLN (its two stateful stages, 512/128), the host FFTs included in both, as in
 ours. NSNet2's baseline graph has no state inputs (it takes whole sequences), so it is not timed here.

@@ -17,9 +17,9 @@ Most models are *frame-stepped*: the model offers
   end the host runs that many more steps with ``valid = 0``: the zero padding the offline network sees.
 
 The host side (framing, FFTs, overlap-add) is NumPy, so an ONNX export streams with ONNX Runtime and
-NumPy alone (:func:`open_streamer` on an export folder). A model whose streaming is not frame-stepped
-(the slimmable DEMUCS resamples and convolves in time) offers ``streamer()`` instead, with the same
-``push``/``flush``.
+NumPy alone (:func:`open_streamer` on an export folder). The slimmable DEMUCS, which resamples and
+convolves in time, is frame-stepped too: its frame is one hop of raw samples, its step the whole
+network at fixed shapes (:mod:`sezoo.models.demucs_streaming`).
 """
 from __future__ import annotations
 
@@ -287,21 +287,6 @@ class OnnxStep:
         return self._valid[bool(valid)]
 
 
-class TimeStreamer:
-    """The :class:`Streamer` interface over a model's own tensor streamer (``push``/``flush`` on ``[1, n]``
-    tensors): models that stream in time rather than in frames (the slimmable DEMUCS)."""
-
-    def __init__(self, streamer, latency_samples: int):
-        self.streamer, self.latency_samples = streamer, int(latency_samples)
-
-    def push(self, samples) -> np.ndarray:
-        x = torch.as_tensor(np.asarray(samples, np.float32).reshape(1, -1))
-        return self.streamer.push(x)[0].numpy()
-
-    def flush(self) -> np.ndarray:
-        return self.streamer.flush()[0].numpy()
-
-
 def is_frame_stepped(model: nn.Module) -> bool:
     return callable(getattr(model, "stream_step", None))
 
@@ -317,9 +302,7 @@ def open_streamer(source, runtime: str = "torch", threads: int = 1) -> Streamer:
     model = source
     if is_frame_stepped(model):
         return FrameStreamer(model.stream_framing(), TorchStep(model), model.stream_delay_frames, model.latency_samples)
-    if callable(getattr(model, "streamer", None)):
-        return TimeStreamer(model.streamer(), model.latency_samples)
-    raise NotImplementedError(f"{type(model).__name__} has no streaming path (neither stream_step nor streamer)")
+    raise NotImplementedError(f"{type(model).__name__} has no streaming path (no stream_step)")
 
 
 def stream_enhance(streamer: Streamer, waveform, chunk: int) -> np.ndarray:
@@ -365,8 +348,7 @@ def export_onnx(model: nn.Module, folder: str | Path) -> Path:
     ``stream.json`` (framing, state names and shapes, delay, latency) and ``stream_state.safetensors``
     (the initial state) to ``folder``."""
     if not is_frame_stepped(model):
-        raise NotImplementedError(f"{type(model).__name__} streams in time, not in frames: no single-step ONNX "
-                                  f"graph yet (its streamer runs in PyTorch: `sezoo enhance --stream`)")
+        raise NotImplementedError(f"{type(model).__name__} has no stream_step: no single-step ONNX graph")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = _with_quantized_weights(model.eval())

@@ -313,8 +313,10 @@ class SlimmableDemucs(SEModel):
         return self.valid_length(1)
 
     def streamer(self):
-        """Its own streaming executor (:mod:`sezoo.models.demucs_streaming`): routed hop by hop; the input
-        scale is the running RMS of what has arrived (the offline forward divides by the whole file's)."""
+        """The batched PyTorch executor that counts the MACs that ran (:class:`SlimStreamer`); the
+        deployable stream is the fixed-shape step (``stream_step``, which `open_streamer` and `sezoo
+        export` use). Both scale by the running RMS of what has arrived (the offline forward divides by
+        the whole file's standard deviation)."""
         from sezoo.models.demucs_streaming import SlimStreamer  # it imports this module
 
         return SlimStreamer(self)
