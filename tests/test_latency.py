@@ -44,8 +44,8 @@ def test_demucs_latency_bounds_the_offline_network(resample):
     normalisation, which sees the whole input) never reaches further ahead than that."""
     # At the paper's size: the x2 upsamplers look 56 samples ahead (at 16 kHz, then 32 kHz), the encoder
     # and decoder add their strides' alignment, the x2 downsamplers 55 and 56 more: 595 samples (hand
-    # derived, stage by stage, in _StreamPlan), and a sample waits up to 255 more for its hop to end.
-    assert create_model("slimdemucs").latency_samples == 595 + 255
+    # derived, stage by stage, in _StreamPlan), and a hop of 256 is gathered before it is processed.
+    assert create_model("slimdemucs").latency_samples == 595 + 256
     model = create_model("slimdemucs", hidden=8, depth=4, resample=resample, normalize=False).eval()
     latency = model.latency_samples
     assert latency >= model.hop_samples  # a hop is gathered before it is processed

@@ -352,10 +352,11 @@ class SlimmableDemucs(SEModel):
     def latency_samples(self) -> int:
         """The longest wait of an input sample for its output, streamed: the step's output lags its
         input by ``d`` samples (the resamplers' look-ahead, the strided encoder's receptive field, the
-        transposed convolutions' overlap: ``_StreamPlan``), and a sample waits for the rest of its hop."""
+        transposed convolutions' overlap: ``_StreamPlan``), and a sample waits for its whole hop (counted
+        as the frame models count their frame: a hop's first sample, the hop's length)."""
         from sezoo.models.demucs_streaming import _StreamPlan
 
-        return _StreamPlan.of(self).out.d + self.hop_samples - 1
+        return _StreamPlan.of(self).out.d + self.hop_samples
 
     def valid_length(self, length: int) -> int:
         """The nearest input length >= ``length`` that the strided convolutions cover exactly."""
