@@ -39,3 +39,29 @@ def test_streaming_a_static_operating_point_matches_it_and_lags_by_the_lookahead
     assert 0 < first.shape[-1] < 800  # the resamplers' look-ahead and the framing hold some back
     out = torch.cat([first, streamer.push(x[:, 800:]), streamer.flush()], dim=-1)
     assert torch.allclose(out, model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [dict(), dict(depth=3, resample=2), dict(depth=4, resample=1, kernel_size=6, stride=3),
+                                    dict(depth=2, kernel_size=3, stride=4)])
+def test_the_step_computes_the_valid_length_in_closed_form(config):
+    """The fixed-shape step's closed form (one ceiling of a division by s^depth) equals the model's
+    level-by-level valid length for every input length, short ones included."""
+    from sezoo.models.demucs_streaming import _valid_length
+
+    model = SlimmableDemucs(hidden=4, **config)
+    lengths = torch.arange(1, 5000)
+    assert _valid_length(model, lengths).tolist() == [model.valid_length(n) for n in lengths.tolist()]
+
+
+def test_the_grouped_gru_step_is_the_grouped_gru_on_one_frame():
+    """``GroupedGRU.step`` (the groups batched in one product per layer, for the exported step) and
+    ``stream`` (one torch GRU per group) give the same output and states."""
+    from sezoo.models.demucs import GroupedGRU
+
+    torch.manual_seed(0)
+    gru = GroupedGRU(48, groups=4, layers=2)
+    x, state = torch.randn(1, 48, 1), torch.randn(4, 2, 1, 12)
+    out, hidden = gru.stream(x, list(state.unbind(0)))
+    step_out, step_state = gru.step(x, state)
+    assert torch.allclose(step_out, out, atol=1e-6)
+    assert torch.allclose(step_state, torch.stack(hidden), atol=1e-6)

@@ -121,9 +121,17 @@ class EncoderBlock(nn.Module):
         if widths is not None:  # dynamic training: full width, hidden filters beyond each frame's width zeroed
             h = widths.apply(F.relu(self.conv(x)))
             return F.glu(self.pointwise(h), dim=1)
+        return self.apply_weights(x, *self.weights(uf))
+
+    def weights(self, uf: float) -> tuple[torch.Tensor, ...]:
+        """The weights that run at ``uf``: the leading filters of the conv, those columns of the 1x1."""
         n = slim_width(self.hidden, uf)
-        h = F.relu(F.conv1d(x, self.conv.weight[:n], self.conv.bias[:n], self.stride))
-        return F.glu(F.conv1d(h, self.pointwise.weight[:, :n], self.pointwise.bias), dim=1)
+        return self.conv.weight[:n], self.conv.bias[:n], self.pointwise.weight[:, :n], self.pointwise.bias
+
+    def apply_weights(self, x: torch.Tensor, conv_w, conv_b, point_w, point_b) -> torch.Tensor:
+        """The block on ``x`` with the given (``weights(uf)``) weights."""
+        h = F.relu(F.conv1d(x, conv_w, conv_b, self.stride))
+        return F.glu(F.conv1d(h, point_w, point_b), dim=1)
 
     def routed(self, x: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Each output frame computes only its own ``widths[b, t]`` leading filters: the frames that
@@ -160,11 +168,20 @@ class DecoderBlock(nn.Module):
         if widths is not None:
             y = self.deconv(widths.apply(F.glu(self.pointwise(x), dim=1)))
             return F.relu(y) if self.activate else y
+        return self.finish(self.contributions(x, *self.weights(uf)))
+
+    def weights(self, uf: float) -> tuple[torch.Tensor, ...]:
+        """The weights that run at ``uf``: the leading rows of each GLU half of the 1x1 conv, and
+        those input channels of the transposed conv."""
         n, h = slim_width(self.hidden, uf), self.hidden
         w, b = self.pointwise.weight, self.pointwise.bias
-        gated = F.glu(F.conv1d(x, torch.cat([w[:n], w[h:h + n]]), torch.cat([b[:n], b[h:h + n]])), dim=1)
-        y = F.conv_transpose1d(gated, self.deconv.weight[:n], self.deconv.bias, self.stride)
-        return F.relu(y) if self.activate else y
+        return torch.cat([w[:n], w[h:h + n]]), torch.cat([b[:n], b[h:h + n]]), self.deconv.weight[:n]
+
+    def contributions(self, x: torch.Tensor, point_w, point_b, deconv_w, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """The transposed convolution's (overlapping) output with the given weights, before its bias;
+        ``keep`` (0 or 1 per frame) silences frames."""
+        gated = F.glu(F.conv1d(x, point_w, point_b), dim=1)
+        return F.conv_transpose1d(gated if keep is None else gated * keep, deconv_w, None, self.stride)
 
     def routed(self, x: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Each input frame computes only its own ``widths[b, t]`` leading rows of each GLU half and
@@ -219,6 +236,34 @@ class GroupedGRU(nn.Module):
         states = state if state is not None else [None] * len(self.grus)
         outputs = [gru(c, h) for gru, c, h in zip(self.grus, chunks, states)]
         return torch.cat([y for y, _ in outputs], dim=-1).transpose(1, 2), [h for _, h in outputs]
+
+    def stacked_weights(self) -> list[tuple[torch.Tensor, ...]]:
+        """Per layer, the groups' weights stacked for :meth:`step`: ``W_ih^T``, ``W_hh^T`` ``[groups, width,
+        3 width]`` and the biases ``[groups, 1, 3 width]``."""
+        def stack(name: str, layer: int) -> torch.Tensor:
+            return torch.stack([getattr(g, f"{name}_l{layer}") for g in self.grus])
+
+        return [(stack("weight_ih", layer).transpose(1, 2), stack("weight_hh", layer).transpose(1, 2),
+                 stack("bias_ih", layer)[:, None], stack("bias_hh", layer)[:, None])
+                for layer in range(self.grus[0].num_layers)]
+
+    def step(self, x: torch.Tensor, state: torch.Tensor, weights: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame ``[1, C, 1]`` from the stacked state ``[groups, layers, 1, width]`` -> the output
+        ``[1, C, 1]`` and the new state: ``stream`` on one frame, with the groups as the batch of one
+        matrix product per layer and gate. Why not ``stream``: exported, it is one ONNX ``GRU`` node per
+        group and layer (16 here), and ONNX Runtime pays a fixed cost per node; this step runs the
+        same arithmetic in less than half the time there (measured: 42 against 94 us, one thread).
+        ``weights``: :meth:`stacked_weights`, when the caller has them already."""
+        h_in, layers = x.reshape(len(self.grus), 1, self.width), []
+        for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights or self.stacked_weights()):
+            h = state[:, layer]  # [groups, 1, width]
+            gi = torch.baddbmm(b_ih, h_in, w_ih)  # gates r, z, n as torch.nn.GRU
+            gh = torch.baddbmm(b_hh, h, w_hh)
+            r, z = torch.sigmoid(gi[..., :2 * self.width] + gh[..., :2 * self.width]).chunk(2, dim=-1)
+            n = torch.tanh(gi[..., 2 * self.width:] + r * gh[..., 2 * self.width:])
+            h_in = n + z * (h - n)  # (1 - z) * n + z * h
+            layers.append(h_in)
+        return h_in.reshape(1, -1, 1), torch.stack(layers, dim=1)
 
 
 @register_model("slimdemucs")

@@ -13,6 +13,7 @@ the multiply-accumulates that ran, router included.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch.nn import functional as F
@@ -310,41 +311,82 @@ class _StreamPlan:
 
 
 def _ceil_div(a: torch.Tensor, b: int) -> torch.Tensor:
-    return -torch.div(-a, b, rounding_mode="floor")
+    """``ceil(a / b)`` for ``a >= 0``: integer division exports as one ONNX ``Div``, a floor as four nodes."""
+    return torch.div(a + (b - 1), b, rounding_mode="trunc")
 
 
 _NO_END = 2 ** 40  # the valid length while the input has not ended: beyond any position
 
 
+def _reach(model: SlimmableDemucs, levels: int) -> int:
+    """Resampled input positions that the first frame of ``levels`` strided convolutions reads:
+    ``k + (k - 1)(s + s^2 + ... + s^(levels - 1))``."""
+    k, s = model.kernel_size, model.stride
+    return k + (k - 1) * sum(s ** j for j in range(1, levels))
+
+
 def _valid_length(model: SlimmableDemucs, length: torch.Tensor) -> torch.Tensor:
-    """``SlimmableDemucs.valid_length`` on an int64 tensor (so that it runs inside the graph)."""
-    size = length * model.resample
-    for _ in range(model.depth):
-        size = (_ceil_div(size - model.kernel_size, model.stride) + 1).clamp(min=1)
-    for _ in range(model.depth):
-        size = (size - 1) * model.stride + model.kernel_size
+    """``SlimmableDemucs.valid_length`` on an int64 tensor, in closed form: the encoder's nested
+    ceilings of divisions by s are one ceiling of the division by s^depth (integers), so the graph
+    computes it in a few nodes instead of a dozen per level (tested against the method)."""
+    span, reach = model.stride ** model.depth, _reach(model, model.depth)
+    size = _ceil_div((length * model.resample - reach).clamp(min=0), span) * span + reach
     return _ceil_div(size, model.resample)
 
 
-def _inside(window: _Window, t: torch.Tensor, end: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """1 where the window's positions at step t lie in [0, end), else 0."""
-    at = window.positions(t)
-    return ((at >= 0) & (at < end)).to(dtype)
+class _Masks:
+    """Every masked window's 0/1 mask at step t, computed together (a dozen graph nodes, not a dozen per
+    window): window w's positions ``p`` lie in the offline signal when ``0 <= p`` and
+    ``p < floor((end * a - c) / q) + e``, that is ``(p - e + 1) q + c <= end * a``, with ``end`` the
+    input's valid length. The resampled signals and the decoded one end at ``end * a``; decoder level
+    l's frames at ``floor((end * resample - reach(l + 1)) / s^(l + 1)) + 1``."""
+
+    def __init__(self, model: SlimmableDemucs, plan: _StreamPlan):
+        r, s = model.resample, model.stride
+        bounds = [(w, 2 ** (i + 1), 0, 1, 0) for i, w in enumerate(plan.up)]
+        bounds += [(w, r, _reach(model, level + 1), s ** (level + 1), 1)
+                   for level, w in zip(reversed(range(model.depth)), plan.decoder)]
+        bounds += [(plan.decoded, r, 0, 1, 0)] + [(w, r // 2 ** (i + 1), 0, 1, 0) for i, w in enumerate(plan.down)]
+        self.sizes = [w.n for w, *_ in bounds]
+        columns = {name: [] for name in ("n", "p0", "nq", "lhs0", "a")}
+        for w, a, c, q, e in bounds:
+            p0 = torch.arange(w.n) - w.d  # positions at t = 0
+            columns["n"].append(torch.full((w.n,), w.n))
+            columns["p0"].append(p0)
+            columns["nq"].append(torch.full((w.n,), w.n * q))
+            columns["lhs0"].append((p0 - e + 1) * q + c)
+            columns["a"].append(torch.full((w.n,), a))
+        self.columns = {name: torch.cat(parts)[None] for name, parts in columns.items()}
+
+    def __call__(self, t: torch.Tensor, end: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+        c = self.columns
+        inside = (c["n"] * t + c["p0"] >= 0) & (c["nq"] * t + c["lhs0"] <= end * c["a"])
+        return list(inside.to(dtype).split(self.sizes, dim=-1))
 
 
-def _switch(index: torch.Tensor, branches: list, operands: tuple) -> torch.Tensor:
-    """``branches[index](*operands)``: a Python choice eagerly; nested ``torch.cond`` (ONNX ``If``) in an
-    exported graph, so that only the chosen width runs there too. The operands are passed, not closed
-    over: each branch becomes a self-contained ONNX subgraph."""
+def _switch(index: torch.Tensor, run, operands: tuple, weights_of, count: int):
+    """``run(*operands, *weights_of(index))``: a Python call eagerly; in an exported graph, a chain of
+    nested ``torch.cond`` (ONNX ``If``) over the ``count`` choices, so that only the chosen width runs.
+
+    Every choice's weights are prepared outside the branches and passed in: ONNX Runtime folds a
+    constant expression (a slice or a stack of weights) once at load time in the main graph, but inside
+    an ``If`` it would copy the weights again at every step. The operands are passed, not closed over:
+    each branch becomes a self-contained ONNX subgraph."""
     if not torch.compiler.is_exporting():
-        return branches[int(index)](*operands)
+        return run(*operands, *weights_of(int(index)))
+    # Clones: the widths' weights are views of the same parameters, and torch.cond refuses aliased operands.
+    weights = [tuple(w.clone() for w in weights_of(k)) for k in range(count)]
+    starts = [len(operands) + sum(len(w) for w in weights[:k]) for k in range(count)]
+
+    def branch(k: int):
+        return lambda *ops: run(*ops[: len(operands)], *ops[starts[k]: starts[k] + len(weights[k])])
 
     def from_branch(k: int):
-        if k == len(branches) - 1:
-            return branches[k]
-        return lambda *ops: torch.cond(index.reshape(()) == k, branches[k], from_branch(k + 1), ops)
+        if k == count - 1:
+            return branch(k)
+        return lambda *ops: torch.cond(index.reshape(()) == k, branch(k), from_branch(k + 1), ops)
 
-    return from_branch(0)(*operands)
+    return from_branch(0)(*operands, *(t for w in weights for t in w))
 
 
 def _groups(window: _Window) -> list[tuple[int, int, int]]:
@@ -388,31 +430,40 @@ def _encode(block, x: torch.Tensor, window: _Window, factors, choices: torch.Ten
     if choices is None:
         return block(x, uf)
     k, s = block.conv.kernel_size[0], block.stride
-    branches = [lambda buffer, f=f: block(buffer, f) for f in factors]
-    return torch.cat([_switch(choices[lag], branches, (x[..., s * first: s * (stop - 1) + k],))
+    return torch.cat([_switch(choices[lag], block.apply_weights, (x[..., s * first: s * (stop - 1) + k],),
+                              lambda i: block.weights(factors[i]), len(factors))
                       for first, stop, lag in _groups(window)], dim=-1)
 
 
-def _decoder_contributions(block, x: torch.Tensor, keep: torch.Tensor, factor: float) -> torch.Tensor:
-    """The transposed convolution's overlapping outputs of frames ``x`` at one width, before its bias:
-    frames outside the offline forward's (``keep`` 0) contribute nothing."""
-    n, h = slim_width(block.hidden, factor), block.hidden
-    w, b = block.pointwise.weight, block.pointwise.bias
-    gated = F.glu(F.conv1d(x, torch.cat([w[:n], w[h:h + n]]), torch.cat([b[:n], b[h:h + n]])), dim=1) * keep
-    return F.conv_transpose1d(gated, block.deconv.weight[:n], None, block.stride)
+def _deep_weights(model: SlimmableDemucs, factor: float) -> tuple[torch.Tensor, ...]:
+    """The weights of the deepest encoder block and of every decoder block at one width."""
+    return (*model.encoder[-1].weights(factor), *(w for block in model.decoder for w in block.weights(factor)))
 
 
-def _decode(block, x: torch.Tensor, keep: torch.Tensor, window: _Window, factors, choices, uf: float) -> torch.Tensor:
-    if choices is None:
-        return _decoder_contributions(block, x, keep, uf)
-    k, s = block.deconv.kernel_size[0], block.stride
-    total = (window.n - 1) * s + k
-    branches = [lambda frames, mask, f=f: _decoder_contributions(block, frames, mask, f) for f in factors]
-    parts = []
-    for first, stop, lag in _groups(window):
-        part = _switch(choices[lag], branches, (x[..., first:stop], keep[..., first:stop]))
-        parts.append(F.pad(part, (s * first, total - s * first - part.shape[-1])))
-    return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+def _deep(model: SlimmableDemucs, buffer: torch.Tensor, gru: torch.Tensor, *rest: torch.Tensor):
+    """The deepest encoder block, the bottleneck and the whole decoder, for one step.
+
+    ``rest``: the skip frames of the other levels (deepest first), each decoder block's overlap state
+    and its keep mask, the bottleneck's stacked weights, then ``_deep_weights`` at the step's width.
+    They share one router choice: the deepest encoder block makes one frame per step and every decoder
+    window is one router frame (``_StreamPlan``), so routed, they are one ``If`` chain instead of one
+    per block. Returns the decoded signal, the new GRU state and the new overlaps."""
+    depth, k, s = model.depth, model.kernel_size, model.stride
+    rest = iter(rest)
+    skips, overlaps, keeps = ([next(rest) for _ in range(n)] for n in (depth - 1, depth, depth))
+    gru_weights = [tuple(next(rest) for _ in range(4)) for _ in range(model.bottleneck.grus[0].num_layers)]
+    deepest = model.encoder[-1].apply_weights(buffer, *(next(rest) for _ in range(4)))
+    x, gru = model.bottleneck.step(deepest, gru, gru_weights)
+    new_overlaps = []
+    for index, block in enumerate(model.decoder):
+        frames = x.shape[-1]
+        x = x + (deepest if index == 0 else skips[index - 1])
+        y = block.contributions(x, *(next(rest) for _ in range(3)), keep=keeps[index])
+        y = torch.cat([y[..., : k - s] + overlaps[index], y[..., k - s:]], dim=-1)
+        new_overlaps.append(y[..., s * frames:])
+        x = block.finish(y[..., : s * frames])
+    # torch.cond wants each output dense with the plain strides of its shape: not a slice, even of size 1.
+    return tuple(t.clone(memory_format=torch.contiguous_format) for t in (x, gru, *new_overlaps))
 
 
 def slim_stream_step(model: SlimmableDemucs, frame: torch.Tensor, valid: torch.Tensor, *state: torch.Tensor):
@@ -420,7 +471,7 @@ def slim_stream_step(model: SlimmableDemucs, frame: torch.Tensor, valid: torch.T
     the state -> the enhanced hop that lags it by ``_StreamPlan.out.d`` samples, and the new state."""
     plan = _StreamPlan.of(model)
     st = dict(zip(slim_stream_state_names(model), state))
-    k, s, taps = model.kernel_size, model.stride, plan.taps
+    s, depth, taps = model.stride, model.depth, plan.taps
     half, kernel = taps // 2, model.resample_kernel
     t, count = st["clock"], valid.to(torch.long)
     received = st["received"] + count
@@ -440,45 +491,54 @@ def slim_stream_step(model: SlimmableDemucs, frame: torch.Tensor, valid: torch.T
         choices = torch.cat([chosen[0], st["choices"]])  # [this step's, the previous step's, ...]
         new["choices"] = choices[: st["choices"].shape[0]]
     factors = model.utilization_factors
+    masks = iter(_Masks(model, plan)(t, end, x.dtype))  # up, decoder (deepest first), decoded, down
     for i, window in enumerate(plan.up):
         buffer = torch.cat([st[f"up{i}"], x], dim=-1)
         between = F.conv1d(buffer[:, None], kernel)[:, 0]
         here = buffer[:, half - 1: half - 1 + between.shape[-1]]
-        x = torch.stack([here, between], dim=-1).flatten(1) * _inside(window, t, end * 2 ** (i + 1), x.dtype)
+        x = torch.stack([here, between], dim=-1).flatten(1) * next(masks)
         new[f"up{i}"] = buffer[:, -window.keep:]
     x, skips = x[:, None], []
-    for level, (block, window) in enumerate(zip(model.encoder, plan.encoder)):
+    for level, (block, window) in enumerate(zip(model.encoder, plan.encoder[:-1])):
         buffer = torch.cat([st[f"encoder{level}"], x], dim=-1)
         new[f"encoder{level}"] = buffer[..., s * window.n:]
         x = _encode(block, buffer, window, factors, choices, model.uf)
         skips.append(x)
-    out, hidden = model.bottleneck.stream(x, list(st["gru"].unbind(0)))
-    started = plan.encoder[-1].positions(t) >= 0  # the bottleneck's frame is the input's (not the silence before)
-    new["gru"] = torch.where(started, torch.stack(hidden), st["gru"])
-    x, frames = out, end * model.resample
-    offline_frames = []
-    for _ in range(model.depth):
-        frames = torch.div(frames - k, s, rounding_mode="floor") + 1
-        offline_frames.append(frames)
-    for index, (level, window) in enumerate(zip(reversed(range(model.depth)), plan.decoder)):
-        block = model.decoder[index]
-        waiting = torch.cat([st[f"skip{level}"], skips[level]], dim=-1) if window.keep else skips[level]
+    buffer = torch.cat([st[f"encoder{depth - 1}"], x], dim=-1)
+    new[f"encoder{depth - 1}"] = buffer[..., s * plan.encoder[-1].n:]
+    waiting = []  # each level's skip frames that its decoder block adds this step (deepest first)
+    for level, window in zip(reversed(range(depth - 1)), plan.decoder[1:]):
+        frames = torch.cat([st[f"skip{level}"], skips[level]], dim=-1) if window.keep else skips[level]
         if window.keep:
-            new[f"skip{level}"] = waiting[..., window.n:]
-        x = x + waiting[..., : window.n]
-        keep = _inside(window, t, offline_frames[level], x.dtype)
-        y = _decode(block, x, keep, window, factors, choices, model.uf)
-        y = torch.cat([y[..., : k - s] + st[f"overlap{index}"], y[..., k - s:]], dim=-1)
-        new[f"overlap{index}"] = y[..., s * window.n:]
-        x = block.finish(y[..., : s * window.n])
-    x = x[:, 0] * _inside(plan.decoded, t, end * model.resample, x.dtype)
+            new[f"skip{level}"] = frames[..., window.n:]
+        waiting.append(frames[..., : window.n])
+    keeps = [next(masks).clone() for _ in range(depth)]  # views of one tensor: torch.cond refuses aliased operands
+    gru_weights = [w for layer in model.bottleneck.stacked_weights() for w in layer]
+    operands = (buffer, st["gru"], *waiting, *(st[f"overlap{i}"] for i in range(depth)), *keeps, *gru_weights)
+    if choices is None:
+        x, gru, *overlaps = _deep(model, *operands, *_deep_weights(model, model.uf))
+    else:
+        x, gru, *overlaps = _switch(choices[_deep_lag(plan)], partial(_deep, model), operands,
+                                    lambda i: _deep_weights(model, factors[i]), len(factors))
+    started = plan.encoder[-1].positions(t) >= 0  # the bottleneck's frame is the input's (not the silence before)
+    new["gru"] = torch.where(started, gru, st["gru"])
+    new.update({f"overlap{i}": overlap for i, overlap in enumerate(overlaps)})
+    x = x[:, 0] * next(masks)
     for i, window in enumerate(plan.down):
         buffer = torch.cat([st[f"down{i}"], x], dim=-1)
         filtered = F.conv1d(buffer[:, 1::2][:, None], kernel)[:, 0]
-        x = 0.5 * (buffer[:, 0::2][:, half: half + window.n] + filtered)
-        x = x * _inside(window, t, end * model.resample // 2 ** (i + 1), x.dtype)
+        x = 0.5 * (buffer[:, 0::2][:, half: half + window.n] + filtered) * next(masks)
         new[f"down{i}"] = buffer[:, -window.keep:]
     return (x * scale, *(new[name] for name in slim_stream_state_names(model)))
+
+
+def _deep_lag(plan: _StreamPlan) -> int:
+    """The one router choice (steps ago) of the deepest encoder block's frame and every decoder window."""
+    runs = [_groups(w) for w in (plan.encoder[-1], *plan.decoder)]
+    lags = {lag for groups in runs for _, _, lag in groups}
+    if any(len(groups) != 1 for groups in runs) or len(lags) != 1:
+        raise AssertionError(f"the deep windows do not share one router frame: {runs}")
+    return lags.pop()
 
 
 def slim_stream_state_names(model: SlimmableDemucs) -> list[str]:
