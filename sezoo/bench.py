@@ -135,6 +135,7 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| model | runtime | MMAC/s | ms per hop p50 (p99) | hop | real-time factor | latency |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['runtime']} | {r['macs_per_second'] / 1e6:.2f} | {r['ms_per_hop']:.3f} "
+        macs = "-" if r["macs_per_second"] is None else f"{r['macs_per_second'] / 1e6:.2f}"  # a peer's may be unknown
+        lines.append(f"| {r['model']} | {r['runtime']} | {macs} | {r['ms_per_hop']:.3f} "
                      f"({r['p99_ms']:.3f}) | {r['hop_ms']:g} ms | {r['rtf']:.4f} | {r['latency_ms']:.0f} ms |")
     return "\n".join(lines)
