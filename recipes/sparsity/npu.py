@@ -15,8 +15,9 @@ For each finished run folder:
 3. The TFLite models enhance the `mini` test split through the same host loop, so the table also says
    what the converted integer models lose against the PyTorch model they came from.
 
+A run that already has its ``npu.json`` is read back, not redone (``--force`` redoes it).
 Writes ``npu.json`` and ``npu.md`` (the README's NPU table) under ``--out``; each run's TFLite models and
-Vela's reports go to ``<run>/npu/``.
+Vela's reports go to ``<run>/npu/`` (``npu-a16/`` with ``--activation-bits 16``).
 """
 from __future__ import annotations
 
@@ -50,10 +51,14 @@ def calibrate(twin, files: list[Path]) -> list[list[tuple]]:
     return [r.calls for r in recorders]
 
 
+def npu_folder(run: Path, activation_bits: int) -> Path:
+    return run / ("npu" if activation_bits == 8 else f"npu-a{activation_bits}")
+
+
 def run_npu(folder: Path, activation_bits: int, test_dir: Path | None) -> dict:
     model = load_exported(folder).eval()
     twin = float_twin(model)
-    out = folder / "npu"
+    out = npu_folder(folder, activation_bits)
     calibration = calibrate(twin, calibration_files())
     paths = [convert_int8(step, calls, out / f"{name}.tflite", activation_bits)
              for name, step, calls in zip(STEP_NAMES, twin.npu_steps(), calibration)]
@@ -108,6 +113,8 @@ def main(argv=None) -> None:
     parser.add_argument("--test", type=Path, default=None,
                         help="a split with noisy/ and clean/ to score the TFLite models on (default: mini's test split)")
     parser.add_argument("--no-quality", action="store_true", help="only convert and estimate")
+    parser.add_argument("--force", action="store_true",
+                        help="convert and estimate again where a run already has its npu.json (kept by default)")
     args = parser.parse_args(argv)
     if (missing := missing_extra()) is not None:
         parser.error(missing)
@@ -116,7 +123,13 @@ def main(argv=None) -> None:
     finished = [f for f in args.runs if (f / "results.json").exists()]
     for folder in sorted(set(args.runs) - set(finished)):
         print(f"{folder}: no results.json (unfinished run), left out", file=sys.stderr)
-    rows = [run_npu(f, args.activation_bits, test_dir) for f in sorted(finished)]
+    rows = []
+    for folder in sorted(finished):
+        done = npu_folder(folder, args.activation_bits) / "npu.json"
+        row = json.loads(done.read_text()) if done.exists() and not args.force else None
+        if row is None or (test_dir is not None and "tflite_metrics" not in row):
+            row = run_npu(folder, args.activation_bits, test_dir)
+        rows.append(row)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.activation_bits == 8 else "-a16"
     (args.out / f"npu{suffix}.json").write_text(json.dumps(rows, indent=1))
