@@ -94,8 +94,8 @@ class QuantGRULayer(nn.Module):
         gi = self.ih_out(x @ w_ih.T + self.bias_ih)  # the input half of every step at once
         h = x.new_zeros(batch, self.hidden_size)
         outputs = []
-        for t in range(frames):
-            h = self.cell(gi[:, t], h, w_hh)
+        for gi_t in gi.unbind(1):  # not gi[:, t]: see QuantLSTMLayer.forward (quadratic backward)
+            h = self.cell(gi_t, h, w_hh)
             outputs.append(h)
         return torch.stack(outputs, dim=1)
 

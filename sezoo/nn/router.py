@@ -31,10 +31,11 @@ class DiagonalGRU(nn.Module):
         u_z, u_r, u_n = self.recurrent
         h = x.new_zeros(x.shape[0], x.shape[1]) if h is None else h
         states = []
-        for t in range(x.shape[-1]):
-            z = torch.sigmoid(z_in[..., t] + u_z * h)
-            r = torch.sigmoid(r_in[..., t] + u_r * h)
-            n = torch.tanh(n_in[..., t] + r * u_n * h)
+        # unbind, not z_in[..., t]: indexing's backward fills a full-size zero tensor per step
+        for z_t, r_t, n_t in zip(z_in.unbind(-1), r_in.unbind(-1), n_in.unbind(-1)):
+            z = torch.sigmoid(z_t + u_z * h)
+            r = torch.sigmoid(r_t + u_r * h)
+            n = torch.tanh(n_t + r * u_n * h)
             h = (1 - z) * n + z * h
             states.append(h)
         return torch.stack(states, dim=-1)
