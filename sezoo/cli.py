@@ -234,6 +234,13 @@ def _zoo_retire(args) -> None:
     print(f"retired {', '.join(args.names)} from {args.to}; removed {len(removed)} files: {', '.join(removed)}")
 
 
+def _zoo_repack(args) -> None:
+    from sezoo.zoo.publish import repack
+
+    for file, (before, after) in repack(args.names, args.to, args.registry).items():
+        print(f"{file}: {before:,} -> {after:,} bytes")
+
+
 def _report(args) -> None:
     from sezoo.report import load_results, markdown_table, plot_pareto
 
@@ -368,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     zr.add_argument("--to", required=True, help="the zoo folder (e.g. release)")
     zr.add_argument("--registry", help="also take them out of this registry file (e.g. sezoo/zoo/registry.json)")
     zr.set_defaults(func=_zoo_retire)
+    zk = zoo.add_parser("repack", help="store published QAT entries' weights as their integer codes (checked lossless)")
+    zk.add_argument("names", nargs="+")
+    zk.add_argument("--to", required=True, help="the zoo folder (e.g. release)")
+    zk.add_argument("--registry", help="also update this registry file (e.g. sezoo/zoo/registry.json)")
+    zk.set_defaults(func=_zoo_repack)
     return parser
 
 

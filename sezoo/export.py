@@ -18,6 +18,14 @@ from sezoo.nn.quant import weight_bit_widths
 from sezoo.weights import METADATA, PACKED_KEY, WEIGHTS, build_model
 
 
+def save_weights(model: nn.Module, path: str | Path) -> None:
+    """The model's weights as safetensors at their deployable width: quantized weights as their integer
+    codes and sparse tensors in the encoding that deployable bytes count (sezoo.nn.encoding); how to
+    decode them goes in the file's own metadata."""
+    tensors, packed = pack_state(model.state_dict(), weight_bit_widths(model))
+    save_file(tensors, str(path), metadata={PACKED_KEY: json.dumps(packed)} if packed else None)
+
+
 def export_model(model: nn.Module, folder: str | Path, arch: str | None = None, kwargs: dict | None = None,
                  extra: dict | None = None) -> Path:
     """Weights and ``model.json``; ``arch`` and ``kwargs`` default to what the model recorded.
@@ -26,10 +34,7 @@ def export_model(model: nn.Module, folder: str | Path, arch: str | None = None, 
     (:func:`sezoo.weights.read_state` decodes both)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # Quantized weights as their integer codes and sparse tensors in the encoding that deployable bytes
-    # count (sezoo.nn.encoding); how to decode them goes in the file's own metadata.
-    tensors, packed = pack_state(model.state_dict(), weight_bit_widths(model))
-    save_file(tensors, str(folder / WEIGHTS), metadata={PACKED_KEY: json.dumps(packed)} if packed else None)
+    save_weights(model, folder / WEIGHTS)
     arch = arch or model.arch_name
     kwargs = model.kwargs if kwargs is None else kwargs
     meta = {"format": 1, "arch": arch, "kwargs": kwargs, "sample_rate": getattr(model, "sample_rate", 16000),

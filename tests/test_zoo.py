@@ -310,3 +310,50 @@ def test_every_zoo_model_exports_a_streaming_onnx_step_that_matches_pytorch(name
     streamed = stream_enhance(open_streamer(export_onnx(model, tmp_path), "onnx"), noisy, 333)
     assert streamed.shape == noisy.shape
     np.testing.assert_allclose(streamed, expected, atol=2e-5 * max(1.0, float(np.abs(expected).max())))
+
+
+def test_repack_stores_a_float_published_qat_entry_as_codes_with_the_same_output(published, capsys):
+    """A QAT entry published as float32 (before exports packed integer codes) is rewritten at its
+    deployable width: smaller, the hash the registry names, and the model a user loads unchanged."""
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from sezoo.callbacks import QuantizationAwareTraining
+    from sezoo.nn.quant import quantization_state
+    from sezoo.zoo.entry import ZooFile
+
+    _, release = published
+    kwargs = {"n_fft": 128, "hop": 64, "hidden": [24, 16]}
+    model = create_model("tinylstm", **kwargs).train()
+    QuantizationAwareTraining({"*.mask_quant": 16, "*": 8}).attach(model)
+    with torch.no_grad():
+        model(torch.randn(2, 4000))  # observe activation ranges
+    model.eval()
+    path = release / "tinylstm-tiny-int8.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))  # float32, as before 0.3
+    entries = registry.read_registry(release / "registry.json")
+    entry = replace(entries[0], name="tinylstm/tiny-int8", recipe="tinylstm", arch="tinylstm",
+                    kwargs=create_model("tinylstm", **kwargs).kwargs, parent=None,
+                    quantization=quantization_state(model),
+                    files=(ZooFile(path.name, sha256_of(path), path.stat().st_size),))
+    registry.write_registry(entries + [entry], release / "registry.json")
+    registry.write_registry(registry.read_registry(registry.REGISTRY) + [entry], registry.REGISTRY)
+    probe = torch.randn(1, 8000)
+    with torch.no_grad():
+        expected = zoo.load("tinylstm/tiny-int8")(probe)
+    float_bytes = path.stat().st_size
+
+    assert sezoo_main(["zoo", "repack", "tinylstm/tiny-int8", "--to", str(release),
+                       "--registry", str(registry.REGISTRY)]) == 0
+    assert path.name in capsys.readouterr().out
+    assert path.stat().st_size < float_bytes / 2  # 8-bit codes and a scale per tensor, not float32
+    repacked = {e.name: e for e in registry.read_registry(registry.REGISTRY)}["tinylstm/tiny-int8"]
+    assert repacked.weights.sha256 == sha256_of(path) and repacked.weights.size == path.stat().st_size
+    assert registry.read_registry(release / "registry.json")[-1] == repacked
+    assert json.loads((release / "tinylstm-tiny-int8.json").read_text())["weights"]["sha256"] == sha256_of(path)
+    with torch.no_grad():  # a fresh cache: the download checks the new hash; the output is the same
+        assert torch.equal(zoo.load("tinylstm/tiny-int8")(probe), expected)
+    # a float model has nothing to repack: refused, with the reason
+    assert sezoo_main(["zoo", "repack", "dyncp/tiny-a", "--to", str(release)]) == 2
+    assert "not a QAT model" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from sezoo.weights import METADATA, WEIGHTS
@@ -69,8 +70,6 @@ def model_json(entry: ZooEntry) -> dict:
 
 
 def _with_sidecar(entry: ZooEntry, sidecar_name: str, data: bytes) -> ZooEntry:
-    from dataclasses import replace
-
     return replace(entry, files=(*entry.files, ZooFile(sidecar_name, hashlib.sha256(data).hexdigest(), len(data))))
 
 
@@ -144,6 +143,65 @@ def retire(names: list[str], to: str | Path, registry: str | Path | None = None)
     if registry:
         write_registry([e for e in read_registry(Path(registry)) if e.name not in names], Path(registry))
     return removed
+
+
+def repack(names: list[str], to: str | Path, registry: str | Path | None = None) -> dict[str, tuple[int, int]]:
+    """Store published QAT entries' weights at their deployable width: integer codes and one scale per
+    tensor (:func:`sezoo.nn.encoding.pack_state`, what ``export_model`` writes since sezoo 0.3), for
+    entries published as float32 before then. Lossless for the model as it runs: each quantized weight
+    is stored as the codes its quantizer produced, and the repacked model's output is checked equal to
+    the stored one's on a probe signal before anything is replaced (refused otherwise). The float
+    master weights, which only further training would need, stay in the repository's history.
+    Returns the weight files rewritten: name -> (bytes before, bytes after)."""
+    import torch
+
+    from sezoo.export import save_weights
+    from sezoo.weights import build_model
+
+    target = Path(to)
+    entries = read_registry(target / "registry.json")
+    by_name = {e.name: e for e in entries}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise KeyError(f"not in {target / 'registry.json'}: {', '.join(unknown)}")
+    rewritten: dict[str, tuple[int, int]] = {}
+    for name in names:
+        entry = by_name[name]
+        if not entry.quantization:
+            raise ValueError(f"{name}: no quantizer ranges (not a QAT model); its float weights are its deployable width")
+        path = target / entry.weights.name
+        model = build_model(entry.arch, entry.kwargs, path, entry.quantization, entry.operating_point)
+        with tempfile.TemporaryDirectory() as tmp:
+            candidate = Path(tmp) / entry.weights.name
+            save_weights(model, candidate)
+            repacked = build_model(entry.arch, entry.kwargs, candidate, entry.quantization, entry.operating_point)
+            probe = torch.randn(1, entry.sample_rate, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                if not torch.equal(model(probe), repacked(probe)):
+                    raise ValueError(f"{name}: the repacked weights change the model's output; left as it is")
+            before = path.stat().st_size
+            shutil.copyfile(candidate, path)
+        rewritten[entry.weights.name] = (before, path.stat().st_size)
+    # every entry that shares a rewritten file (operating points) gets its new hash, sidecar and card
+    updated = []
+    for entry in entries:
+        if entry.weights.name in rewritten:
+            weights = ZooFile(entry.weights.name, sha256_of(target / entry.weights.name),
+                              (target / entry.weights.name).stat().st_size)
+            entry = replace(entry, files=(weights,))
+            stem = entry.name.replace("/", "-")
+            sidecar = json.dumps(model_json(entry), indent=1).encode() + b"\n"
+            (target / f"{stem}.json").write_bytes(sidecar)
+            entry = _with_sidecar(entry, f"{stem}.json", sidecar)
+        updated.append(entry)
+    for entry in updated:
+        if entry.weights.name in rewritten:
+            (target / f"{entry.name.replace('/', '-')}.md").write_text(model_card(entry, _ancestry(entry, updated)))
+    write_registry(updated, target / "registry.json")
+    if registry:
+        changed = {e.name: e for e in updated if e.weights.name in rewritten}
+        write_registry([changed.get(e.name, e) for e in read_registry(Path(registry))], Path(registry))
+    return rewritten
 
 
 def _ancestry(entry: ZooEntry, entries: list[ZooEntry]) -> list[str]:
