@@ -87,4 +87,6 @@ def test_report_costs_each_structure_as_its_kernel_runs_it(int8_run, tmp_path):
     assert claim["ratio"] == rows["s-fp32"]["bytes"] / rows["s-pruned"]["bytes"]
     assert claim["sdr_change"] == pytest.approx(rows["s-pruned"]["sdr"] - rows["s-fp32"]["sdr"])
     assert "| s-pruned | weight | 0.9 |" in (tmp_path / "results.md").read_text()
+    trained_steps = json.loads((runs / "sparsity" / "s-pruned" / "results.json").read_text())["selection"]["steps"]
+    assert rows["s-pruned"]["steps"] == trained_steps > 0  # runs of one structure and length form one curve
     assert (tmp_path / "pareto.png").stat().st_size > 10_000

@@ -69,7 +69,7 @@ def run_row(folder: Path) -> dict:
     return {
         "run": folder.name, "stage": stage, "structure": structure, "target": sparsity.get("target"),
         "curve": (f"offline-{structure}" if stage == "offline" else structure) if structure else stage,
-        "quantized": bool(widths),
+        "quantized": bool(widths), "steps": results.get("selection", {}).get("steps"),
         **{k: results["metrics"].get(k) for k in QUALITY},
         "bytes": counted.total, "macs": macs, "executed_macs": executed,
         # the int8 weights alone (codes and their encoding, no scales): what Vela's codec is compared with
@@ -97,12 +97,13 @@ def claims(rows: list[dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict], claim_rows: list[dict]) -> str:
-    lines = ["| run | structure | target | SDR | SI-SDR | PESQ-WB | STOI | deployable bytes | int8 weights: ours / Vela codec | MMAC/s dense | MMAC/s executed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | structure | target | steps | SDR | SI-SDR | PESQ-WB | STOI | deployable bytes | int8 weights: ours / Vela codec | MMAC/s dense | MMAC/s executed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         vela = (f"{r['int8_weight_bytes']:,} / " + (f"{r['vela_codec_bytes']:,}" if r["vela_codec_bytes"] else "-")
                 if r["int8_weight_bytes"] else "-")
-        lines.append(f"| {r['run']} | {r['curve']} | {r['target'] if r['target'] is not None else '-'} | {r['sdr']:.2f} | "
+        lines.append(f"| {r['run']} | {r['curve']} | {r['target'] if r['target'] is not None else '-'} | "
+                     f"{r['steps'] if r['steps'] is not None else '-'} | {r['sdr']:.2f} | "
                      f"{r['si_sdr']:.2f} | {r['pesq_wb']:.3f} | {r['stoi']:.3f} | {r['bytes']:,} | {vela} | "
                      f"{r['macs'] / 1e6:.2f} | {r['executed_macs'] / 1e6:.2f} |")
     if claim_rows:
@@ -122,11 +123,19 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, cost, label in ((axes[0], "bytes", "deployable bytes (log)"), (axes[1], "executed_macs", "executed MMAC/s")):
-        for curve in sorted({r["curve"] for r in rows}):
-            points = sorted((r[cost], r["sdr"]) for r in rows if r["curve"] == curve)
+        # one curve per structure and training length: runs of one structure trained for different
+        # numbers of steps are different curves, the shorter ones fainter
+        groups = sorted({(r["curve"], r["steps"] if r["stage"] == "pruned" else None) for r in rows},
+                        key=lambda g: (g[0], g[1] or 0))
+        longest = {c: max((s or 0) for cc, s in groups if cc == c) for c, _ in groups}
+        for curve, steps in groups:
+            points = sorted((r[cost], r["sdr"]) for r in rows
+                            if r["curve"] == curve and (r["steps"] if r["stage"] == "pruned" else None) == steps)
             color, marker = STYLE.get(curve, ("black", "*"))
             xs = [x / (1e6 if cost == "executed_macs" else 1) for x, _ in points]
-            ax.plot(xs, [y for _, y in points], marker=marker, color=color, label=curve,
+            ax.plot(xs, [y for _, y in points], marker=marker, color=color,
+                    label=curve if steps is None else f"{curve}, {steps} steps",
+                    alpha=1.0 if (steps or 0) == longest[curve] else 0.4,
                     linestyle=":" if curve.startswith("offline") else "-")
         ax.set_xlabel(label)
         ax.set_ylabel("SDR (dB), mini v2 test")
