@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from sezoo.config import ConfigError
 from sezoo.export import load_exported
 from sezoo.nn.quant import quantization_state
 
@@ -90,3 +91,36 @@ def test_report_costs_each_structure_as_its_kernel_runs_it(int8_run, tmp_path):
     trained_steps = json.loads((runs / "sparsity" / "s-pruned" / "results.json").read_text())["selection"]["steps"]
     assert rows["s-pruned"]["steps"] == trained_steps > 0  # runs of one structure and length form one curve
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
+
+
+def _site_bits(recipe, *argv):
+    from sezoo.callbacks import QuantizationAwareTraining
+    from sezoo.models import DTLN
+
+    plan = QuantizationAwareTraining(**recipe.config(list(argv)).qat)
+    return {name: site.quantizer.bits for name, site in plan.attach(DTLN(hidden1=[16], hidden2=[16], basis=32)).items()}
+
+
+def test_activation_bits_widen_every_activation_and_no_weight():
+    recipe = load_recipe("sparsity").RECIPE
+    a8, a16 = _site_bits(recipe), _site_bits(recipe, "activation_bits=16")
+    assert a8.keys() == a16.keys()
+    weights = {n for n in a8 if n.endswith(("w_ih_quant", "w_hh_quant", "weight_quant"))}
+    assert len(weights) == 8 and all(a8[n] == a16[n] == 8 for n in weights)
+    # 8 bits: the plan the published runs trained with, masks and cell states at 16 bits
+    assert {n: b for n, b in a8.items() if b == 16} == {n: 16 for n in a8 if n.endswith(("mask_quant", "cell_quant"))}
+    assert all(a16[n] == 16 for n in a16.keys() - weights)
+    with pytest.raises(ConfigError, match="activation_bits=12"):
+        recipe.main(["activation_bits=12", "stage=fp32"])
+
+
+def test_a16_chain_keeps_its_widths_and_refuses_a_mismatched_stage(int8_run):
+    recipe, runs, corpus = int8_run
+    with pytest.raises(ConfigError, match="16 bits; set the int8 run's activation_bits"):
+        recipe.main(_args(runs, corpus, "stage=pruned", "activation_bits=16", "run.name=mismatch"))
+    a16 = [*FAST, *_smoke("sparsity"), f"data.root={corpus}", f"run.dir={runs}", "activation_bits=16"]
+    recipe.main([*a16, "stage=int8", f"init_from={runs}/sparsity/s-fp32", "run.name=a16-int8"])
+    recipe.main([*a16, "stage=pruned", f"init_from={runs}/sparsity/a16-int8", "run.name=a16-pruned"])
+    state = quantization_state(load_exported(runs / "sparsity" / "a16-pruned"))
+    assert state["basis_stage.layers.0.hidden_quant"]["bits"] == 16 and state["encoder.output_quant"]["bits"] == 16
+    assert state["decoder.weight_quant"]["bits"] == 8

@@ -12,6 +12,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from sezoo.callbacks import PruningSchedule, QuantizationAwareTraining
+from sezoo.config import ConfigError
 from sezoo.inference import resolve_model
 from sezoo.losses import NegativeSISDR
 from sezoo.models import DTLN
@@ -33,9 +34,18 @@ def build_model(cfg: DictConfig) -> DTLN:
     model = resolve_model(str(cfg.init_from))  # the previous stage as exported, with its QAT ranges
     if not isinstance(model, DTLN):
         raise ValueError(f"init_from={cfg.init_from}: a {type(model).__name__}, not a DTLN run of this recipe")
-    if cfg.stage in ("pruned", "offline") and not quantization_state(model):
-        raise ValueError(f"init_from={cfg.init_from}: stage={cfg.stage} starts from the int8 run (it has no "
-                         f"quantizer ranges); run stage=int8 first")
+    if cfg.stage in ("pruned", "offline"):
+        ranges = quantization_state(model)
+        if not ranges:
+            raise ValueError(f"init_from={cfg.init_from}: stage={cfg.stage} starts from the int8 run (it has no "
+                             f"quantizer ranges); run stage=int8 first")
+        # QAT continues the int8 run's ranges only where this stage's plan keeps their widths
+        plan = QuantizationAwareTraining(**cfg.qat)
+        for name, site in ranges.items():
+            if plan.bits_for(name) != site["bits"]:
+                raise ConfigError(f"init_from={cfg.init_from}: its {name} has {site['bits']}-bit ranges, this "
+                                  f"stage's plan gives it {plan.bits_for(name)} bits; set the int8 run's "
+                                  f"activation_bits (see its config.yaml)")
     return model.train()
 
 
@@ -53,6 +63,9 @@ class SparsityModule(SEModule):
 
 
 def build_stage(cfg: DictConfig) -> StageBuild:
+    if cfg.activation_bits not in (8, 16):
+        raise ConfigError(f"activation_bits={cfg.activation_bits}: choose 8 or 16 (the widths the paper's "
+                          f"microNPUs run beside int8 weights)")
     if cfg.stage == "offline":
         cfg.trainer.max_epochs = 0  # the baseline is pruned once and never trained, whatever else is set
     elif cfg.trainer.max_epochs is None:  # each stage its own length unless the command line sets one
