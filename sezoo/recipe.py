@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sezoo.config import ConfigError, load_config, load_presets
+from sezoo.config import ConfigError, apply_overrides, load_config, load_presets
 from sezoo.zoo.entry import Paper
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -103,7 +103,22 @@ class Recipe:
         cfg = load_config(self.folder / "config.yaml", argv, presets=presets)
         if cfg.get("stage") not in (*self.stages, "all"):
             raise ConfigError(f"stage={cfg.get('stage')!r}: choose from {', '.join(self.stages)}, all")
+        if cfg.run.resume and cfg.stage != "all":
+            cfg = self._resumed(cfg, argv, presets)
         return cfg
+
+    def _resumed(self, cfg: DictConfig, argv: list[str], presets: dict) -> DictConfig:
+        """``run.resume=true``: the run's own ``config.yaml`` (over the recipe's, for keys added since),
+        then this command line. Rebuilding from the defaults would silently drop what the first command
+        set and a resume does not repeat, e.g. a learning-rate decay."""
+        from sezoo.training import run_folder
+
+        saved = run_folder(cfg, self.name) / "config.yaml"
+        if not saved.exists():
+            return cfg
+        base = OmegaConf.merge(load_config(self.folder / "config.yaml"), OmegaConf.load(saved))
+        print(f"run.resume: continuing {saved.parent} with its config.yaml and this command's overrides")
+        return apply_overrides(base, argv, presets)
 
     def suffix(self, stage: str, cfg: DictConfig) -> str:
         if callable(self.run_names):

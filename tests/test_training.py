@@ -162,6 +162,24 @@ def test_lr_decay_is_per_epoch_and_carries_across_a_resume(tiny_corpus, tmp_path
         _recipe("dyncp").main([*args, "optim.lr_decay=1.5", "run.name=bad"])
 
 
+def test_resume_continues_the_run_config_with_only_the_new_overrides(tiny_corpus, tmp_path):
+    """A resumed run is the run it names: its own config.yaml, with what this command line sets on top.
+    A resume once rebuilt the config from the recipe's defaults, so a setting the first command gave
+    (here the learning-rate decay) fell back to its default without a word, and config.yaml said so."""
+    from omegaconf import OmegaConf
+
+    first = [*TINY_MODEL, *FAST_TRAINER, f"data.root={tiny_corpus}", f"run.dir={tmp_path}", "run.name=c",
+             "optim.lr=0.001", "optim.lr_decay=0.5", "trainer.max_epochs=1"]
+    run_dir = tmp_path / "dyncp" / "c"
+    _recipe("dyncp").main(first)
+    again = [a for a in first if not a.startswith(("optim.", "trainer.max_epochs="))]
+    _recipe("dyncp").main([*again, "trainer.max_epochs=2", "run.resume=true"])
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert saved.optim.lr_decay == 0.5 and saved.trainer.max_epochs == 2 and saved.run.resume
+    optimizer = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["optimizer_states"][0]
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(0.00025)  # decayed twice, not held at the first epoch's
+
+
 def test_last_checkpoint_is_the_last_epoch_even_when_validation_got_worse(tiny_corpus, tmp_path, monkeypatch):
     """Lightning 2.6 writes ``save_last=True``'s last.ckpt only when the monitored checkpoint improves:
     a resumed run then went back to its best epoch, and a stage testing "last" tested the best."""
