@@ -124,3 +124,14 @@ def test_a16_chain_keeps_its_widths_and_refuses_a_mismatched_stage(int8_run):
     state = quantization_state(load_exported(runs / "sparsity" / "a16-pruned"))
     assert state["basis_stage.layers.0.hidden_quant"]["bits"] == 16 and state["encoder.output_quant"]["bits"] == 16
     assert state["decoder.weight_quant"]["bits"] == 8
+    recipe.main([*FAST, *_smoke("sparsity"), f"data.root={corpus}", f"run.dir={runs}", "stage=fp32", "run.name=other-fp32"])
+    report = load_recipe("sparsity", "report")
+    out = runs / "report-a16"
+    names = ("s-fp32", "other-fp32", "s-int8", "s-pruned", "a16-int8", "a16-pruned")  # two fp32 runs, the other last
+    report.main([str(runs / "sparsity" / n) for n in names] + ["--out", str(out)])
+    written = json.loads((out / "results.json").read_text())
+    rows = {r["run"]: r for r in written["runs"]}
+    assert [rows[n]["activation_bits"] for n in names] == [None, None, 8, 8, 16, 16]
+    claims = {c["run"]: c for c in written["claims"]}
+    assert claims["a16-pruned"]["fp32"] == "s-fp32"  # each claim against the fp32 run its chain starts from
+    assert claims["a16-pruned"]["sdr_change"] == pytest.approx(rows["a16-pruned"]["sdr"] - rows["s-fp32"]["sdr"])

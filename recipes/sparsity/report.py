@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from sezoo.export import load_exported  # noqa: E402
 from sezoo.metrics.cost import deployable_bytes, model_bit_widths, static_macs_per_second  # noqa: E402
 from sezoo.nn.encoding import SCALE_BYTES, weight_codes  # noqa: E402
+from sezoo.nn.quant import quantization_state  # noqa: E402
 from sezoo.nn.sparsity import skipped_block_elements  # noqa: E402
 
 QUALITY = ("sdr", "si_sdr", "pesq_wb", "stoi")
@@ -66,8 +67,13 @@ def run_row(folder: Path) -> dict:
         executed = macs - skipped * frames_per_second
     widths = model_bit_widths(model)
     counted = deployable_bytes(model, widths)
+    activations = [site["bits"] for name, site in quantization_state(model).items()
+                   if not name.endswith(("w_ih_quant", "w_hh_quant", "weight_quant"))]
     return {
         "run": folder.name, "stage": stage, "structure": structure, "target": sparsity.get("target"),
+        "init_from": Path(results["init_from"]).name if results.get("init_from") else None,
+        # the narrowest activation width: 8 or 16 (masks and cell states are 16 bits in both plans)
+        "activation_bits": min(activations) if activations else None,
         "curve": (f"offline-{structure}" if stage == "offline" else structure) if structure else stage,
         "quantized": bool(widths), "steps": results.get("selection", {}).get("steps"),
         **{k: results["metrics"].get(k) for k in QUALITY},
@@ -79,38 +85,51 @@ def run_row(folder: Path) -> dict:
     }
 
 
+def fp32_ancestor(row: dict, by_run: dict[str, dict]) -> dict | None:
+    """The fp32 run a run descends from (pruned -> int8 -> fp32, by ``init_from``), when it is among the rows."""
+    while row is not None and row["stage"] != "fp32":
+        row = by_run.get(row["init_from"])
+    return row
+
+
+def curve_key(row: dict, by_run: dict[str, dict]) -> tuple:
+    """(structure or stage, steps of a pruned run, activation bits, the fp32 run it descends from)."""
+    base = fp32_ancestor(row, by_run)
+    return (row["curve"], row["steps"] if row["stage"] == "pruned" else None, row["activation_bits"],
+            base["run"] if base is not None else None)
+
+
 def claims(rows: list[dict]) -> list[dict]:
-    """The paper's two claims, measured: the bytes ratio to fp32 of each weight-pruned model and the MAC
-    ratio of each block-pruned one, with the SDR each costs against fp32 (and against int8)."""
-    by_stage = {r["stage"]: r for r in rows if r["stage"] in ("fp32", "int8")}
-    fp32 = by_stage.get("fp32")
-    if fp32 is None:
-        return []
+    """The paper's two claims, measured: the bytes ratio of each weight-pruned model to the fp32 model it
+    descends from and the MAC ratio of each block-pruned one, with the SDR each costs against that fp32."""
+    by_run = {r["run"]: r for r in rows}
     out = []
     for r in rows:
-        if r["stage"] == "pruned" and r["structure"] in ("weight", "block"):
+        fp32 = fp32_ancestor(r, by_run)
+        if r["stage"] == "pruned" and r["structure"] in ("weight", "block") and fp32 is not None:
             ratio = fp32["bytes"] / r["bytes"] if r["structure"] == "weight" else fp32["macs"] / r["executed_macs"]
-            out.append({"run": r["run"], "structure": r["structure"], "target": r["target"],
+            out.append({"run": r["run"], "fp32": fp32["run"], "structure": r["structure"], "target": r["target"],
                         "ratio": ratio, "sdr_change": r["sdr"] - fp32["sdr"],
                         "paper": "42x smaller, -0.1 dB SDR" if r["structure"] == "weight" else "6.7x fewer MACs, -0.59 dB SDR"})
     return out
 
 
 def markdown(rows: list[dict], claim_rows: list[dict]) -> str:
-    lines = ["| run | structure | target | steps | SDR | SI-SDR | PESQ-WB | STOI | deployable bytes | int8 weights: ours / Vela codec | MMAC/s dense | MMAC/s executed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | structure | target | steps | activations (bits) | SDR | SI-SDR | PESQ-WB | STOI | deployable bytes | int8 weights: ours / Vela codec | MMAC/s dense | MMAC/s executed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         vela = (f"{r['int8_weight_bytes']:,} / " + (f"{r['vela_codec_bytes']:,}" if r["vela_codec_bytes"] else "-")
                 if r["int8_weight_bytes"] else "-")
         lines.append(f"| {r['run']} | {r['curve']} | {r['target'] if r['target'] is not None else '-'} | "
-                     f"{r['steps'] if r['steps'] is not None else '-'} | {r['sdr']:.2f} | "
+                     f"{r['steps'] if r['steps'] is not None else '-'} | {r['activation_bits'] or '-'} | {r['sdr']:.2f} | "
                      f"{r['si_sdr']:.2f} | {r['pesq_wb']:.3f} | {r['stoi']:.3f} | {r['bytes']:,} | {vela} | "
                      f"{r['macs'] / 1e6:.2f} | {r['executed_macs'] / 1e6:.2f} |")
     if claim_rows:
-        lines += ["", "| run | claim (paper) | ours: ratio to fp32 | ours: SDR change (dB) |", "|---|---|---|---|"]
+        lines += ["", "| run | claim (paper) | its fp32 run | ours: ratio to fp32 | ours: SDR change (dB) |",
+                  "|---|---|---|---|---|"]
         for c in claim_rows:
             what = "smaller" if c["structure"] == "weight" else "fewer MACs"
-            lines.append(f"| {c['run']} | {c['paper']} | {c['ratio']:.1f}x {what} | {c['sdr_change']:+.2f} |")
+            lines.append(f"| {c['run']} | {c['paper']} | {c['fp32']} | {c['ratio']:.1f}x {what} | {c['sdr_change']:+.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -121,29 +140,32 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    by_run = {r["run"]: r for r in rows}
+    fp32_runs = {r["run"] for r in rows if r["stage"] == "fp32"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for ax, cost, label in ((axes[0], "bytes", "deployable bytes (log)"), (axes[1], "executed_macs", "executed MMAC/s")):
-        # one curve per structure and training length: runs of one structure trained for different
-        # numbers of steps are different curves, the shorter ones fainter
-        groups = sorted({(r["curve"], r["steps"] if r["stage"] == "pruned" else None) for r in rows},
-                        key=lambda g: (g[0], g[1] or 0))
-        longest = {c: max((s or 0) for cc, s in groups if cc == c) for c, _ in groups}
-        for curve, steps in groups:
-            points = sorted((r[cost], r["sdr"]) for r in rows
-                            if r["curve"] == curve and (r["steps"] if r["stage"] == "pruned" else None) == steps)
+        # one curve per structure, training length, activation width and fp32 run: runs that differ in
+        # any of these are different curves, the shorter ones fainter; fp32 and int8 runs are single points
+        groups = sorted({curve_key(r, by_run) for r in rows}, key=lambda g: (g[0], g[1] or 0, g[2] or 0, g[3] or ""))
+        longest = {c: max((s or 0) for cc, s, *_ in groups if cc == c) for c, *_ in groups}
+        for key in groups:
+            curve, steps, bits, base = key
+            points = sorted((r[cost], r["sdr"]) for r in rows if curve_key(r, by_run) == key)
             color, marker = STYLE.get(curve, ("black", "*"))
             xs = [x / (1e6 if cost == "executed_macs" else 1) for x, _ in points]
-            ax.plot(xs, [y for _, y in points], marker=marker, color=color,
-                    label=curve if steps is None else f"{curve}, {steps} steps",
-                    alpha=1.0 if (steps or 0) == longest[curve] else 0.4,
-                    linestyle=":" if curve.startswith("offline") else "-")
+            name = ", ".join([curve, *([f"{steps} steps"] if steps else []), *(["16-bit act."] if bits == 16 else []),
+                              *([f"from {base}"] if base and len(fp32_runs) > 1 and curve != "fp32" else []),
+                              *([base] if curve == "fp32" else [])])
+            ax.plot(xs, [y for _, y in points], marker=marker, color=color, label=name,
+                    alpha=1.0 if (steps or 0) == longest[curve] else 0.4, markerfacecolor="none" if bits == 16 else color,
+                    linestyle=":" if curve.startswith("offline") else ("-" if steps else "none"))
         ax.set_xlabel(label)
         ax.set_ylabel("SDR (dB), mini v2 test")
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log")
     axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1e3:g} kB"))
-    axes[1].legend(fontsize=8, loc="best")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle("DTLN on mini v2: joint pruning + int8 QAT against offline int8 magnitude pruning")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
