@@ -13,6 +13,7 @@ import torch
 from sezoo import zoo
 from sezoo.cli import main as sezoo_main
 from sezoo.metrics.cost import count_params, deployable_bytes, model_bit_widths, static_macs_per_second
+from sezoo.nn.quant import quantization_state
 from sezoo.models import create_model
 from sezoo.zoo import registry
 from sezoo.zoo.download import ZooDownloadError, fetch, sha256_of
@@ -309,7 +310,12 @@ def test_every_zoo_model_exports_a_streaming_onnx_step_that_matches_pytorch(name
         expected = stream_enhance(open_streamer(model), noisy, 333)
     streamed = stream_enhance(open_streamer(export_onnx(model, tmp_path), "onnx"), noisy, 333)
     assert streamed.shape == noisy.shape
-    np.testing.assert_allclose(streamed, expected, atol=2e-5 * max(1.0, float(np.abs(expected).max())))
+    # Products of 8-bit activations and 8-bit weights, and their sums, are exact in float32, so any summation
+    # order gives the same bits. With every activation at 16 bits they are not: ONNX Runtime's order flips
+    # a rounding to a neighbouring 16-bit step here and there (measured: 4 output steps at most).
+    activations = [site["bits"] for site in quantization_state(model).values() if site["kind"] == "activation"]
+    tolerance = 2e-4 if activations and min(activations) > 8 else 2e-5
+    np.testing.assert_allclose(streamed, expected, atol=tolerance * max(1.0, float(np.abs(expected).max())))
 
 
 def test_repack_stores_a_float_published_qat_entry_as_codes_with_the_same_output(published, capsys):
@@ -320,7 +326,6 @@ def test_repack_stores_a_float_published_qat_entry_as_codes_with_the_same_output
     from safetensors.torch import save_file
 
     from sezoo.callbacks import QuantizationAwareTraining
-    from sezoo.nn.quant import quantization_state
     from sezoo.zoo.entry import ZooFile
 
     _, release = published
