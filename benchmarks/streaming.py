@@ -3,7 +3,8 @@
     python benchmarks/streaming.py --wav FILE [--model NAME ...] [--zoo] [--json FILE]
 
 Our models run through ``sezoo bench`` (:mod:`sezoo.bench`: their exported ONNX step in ONNX Runtime,
-the slimmable DEMUCS included). The peers run the streaming ONNX graphs their PyPI wheels
+the slimmable DEMUCS included; with ``--runtime auto``, the default, a model with a compiled step, the
+causal DynCP models, runs that instead, and ``--onnx-too`` adds its ONNX row). The peers run the streaming ONNX graphs their PyPI wheels
 ship (``make peers``), each hop timed the same way: GTCRN (one STFT frame per call, sqrt-Hann 512/256,
 its three caches) and DTLN (its two stateful stages, 512/128), the host FFTs included in both, as in
 ours; and RNNoise's C library (``pyrnnoise``) on 10 ms frames of the file resampled to its 48 kHz (the
@@ -116,6 +117,10 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], help="zoo name, run folder or export; repeat")
     parser.add_argument("--zoo", action="store_true", help="every model in the registry")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--runtime", choices=("auto", "onnx", "compiled"), default="auto",
+                        help="auto: a model's compiled step where it has one, its ONNX step otherwise")
+    parser.add_argument("--onnx-too", action="store_true",
+                        help="also time the ONNX step of every model that ran compiled, in the same run")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -125,7 +130,13 @@ def main() -> None:
 
         names += [e.name for e in zoo.list_models() if e.name not in names]
     waveform = read_audio(args.wav, SR).numpy()
-    rows = bench_models([(n, False) for n in names], args.wav, "onnx", 1, args.repeats, extra=peer_streams(waveform))
+    items = [(n, False, args.runtime) for n in names]
+    if args.onnx_too and args.runtime != "onnx":
+        from sezoo.inference import resolve_model
+        from sezoo.streaming import has_compiled_step
+
+        items += [(n, False, "onnx") for n in names if has_compiled_step(resolve_model(n))]
+    rows = bench_models(items, args.wav, args.runtime, 1, args.repeats, extra=peer_streams(waveform))
     print(f"{args.wav}: {waveform.size / SR:.2f} s, one thread, batch 1\n")
     print(markdown(rows))
     if args.json:

@@ -68,18 +68,24 @@ def time_stream(make_streamer, waveform: np.ndarray, hop: int, sample_rate: int,
 
 def prepare_model(name: str, wav: str, runtime: str = "onnx", threads: int = 1,
                   int8: bool = False) -> tuple[dict, Stream]:
-    """A model's row (without its times) and the stream to time: its ONNX step exported (``int8``: the
-    step of ``sezoo export --int8``) unless it streams in PyTorch."""
+    """A model's row (without its times) and the stream to time. ``runtime``: ``onnx`` (its exported step;
+    ``int8``: the step of ``sezoo export --int8``), ``torch``, ``compiled`` (a model's compiled step), or
+    ``auto``: compiled where the model has one, ONNX otherwise. A model that is not frame-stepped (the
+    slimmable DEMUCS's own streamer) streams in PyTorch; the row's ``runtime`` says what ran."""
     from sezoo.data.audio import read_audio
     from sezoo.inference import resolve_model
     from sezoo.metrics.cost import count_macs
-    from sezoo.streaming import export_onnx, is_frame_stepped, open_streamer
+    from sezoo.streaming import export_onnx, has_compiled_step, is_frame_stepped, open_streamer
 
     torch.set_num_threads(threads)
     model = resolve_model(name).eval()
     rate = int(model.sample_rate)
     waveform = read_audio(wav, rate, model.min_samples)
     macs = count_macs(model, waveform[None])
+    if runtime == "auto":
+        runtime = "compiled" if has_compiled_step(model) and not int8 else "onnx"
+    if runtime == "compiled" and not has_compiled_step(model):
+        raise ValueError(f"{name}: no compiled streaming step; use runtime 'onnx', 'torch' or 'auto'")
     used = runtime if is_frame_stepped(model) else "torch"
     if int8 and used != "onnx":
         raise ValueError(f"{name}: int8 runs as an ONNX step, which this model (or runtime={runtime!r}) has not")
@@ -91,6 +97,8 @@ def prepare_model(name: str, wav: str, runtime: str = "onnx", threads: int = 1,
         else:
             folder = export_onnx(model, tempfile.mkdtemp(prefix="sezoo-bench-"))
         make = lambda: open_streamer(folder, "onnx", threads)  # noqa: E731
+    elif used == "compiled":
+        make = lambda: open_streamer(model, "compiled")  # noqa: E731
     else:
         make = lambda: _InferenceStreamer(open_streamer(model))  # noqa: E731
     hop = int(model.hop_samples)
@@ -114,18 +122,20 @@ class _InferenceStreamer:
             return self.streamer.flush()
 
 
-def bench_models(models: list[tuple[str, bool]], wav: str, runtime: str = "onnx", threads: int = 1,
+def bench_models(models: list[tuple], wav: str, runtime: str = "auto", threads: int = 1,
                  repeats: int = 3, extra: list[tuple[dict, Stream]] = ()) -> list[dict]:
-    """``sezoo bench``'s rows for ``(name, int8)`` pairs, timed in one interleaved run
-    (:func:`time_streams`), after any ``extra`` rows (a benchmark's peers). Each row: ``model``,
+    """``sezoo bench``'s rows for ``(name, int8)`` pairs, or ``(name, int8, runtime)`` to override
+    ``runtime`` for one row, timed in one interleaved run (:func:`time_streams`), after any ``extra``
+    rows (a benchmark's peers). Each row: ``model``,
     ``runtime``, ``hop``, ``hop_ms``, ``ms_per_hop``, ``p99_ms``, ``rtf``, ``hops``, ``macs_per_second``,
     ``latency_ms``, ``threads``."""
-    prepared = list(extra) + [prepare_model(name, wav, runtime, threads, int8) for name, int8 in models]
+    prepared = list(extra) + [prepare_model(item[0], wav, item[2] if len(item) > 2 else runtime, threads, item[1])
+                              for item in models]
     timings = time_streams([stream for _, stream in prepared], repeats)
     return [{**row, **timing} for (row, _), timing in zip(prepared, timings)]
 
 
-def bench_model(name: str, wav: str, runtime: str = "onnx", threads: int = 1, repeats: int = 3,
+def bench_model(name: str, wav: str, runtime: str = "auto", threads: int = 1, repeats: int = 3,
                 int8: bool = False) -> dict:
     """One model's row of ``sezoo bench`` (:func:`bench_models`)."""
     return bench_models([(name, int8)], wav, runtime, threads, repeats)[0]

@@ -77,7 +77,7 @@ def _enhance(args) -> None:
             folder = export_onnx(model, tempfile.mkdtemp(prefix="sezoo-onnx-"))
             streamer = lambda: open_streamer(folder, "onnx")  # noqa: E731
         else:
-            streamer = lambda: open_streamer(model)  # noqa: E731
+            streamer = lambda: open_streamer(model, args.runtime)  # noqa: E731
     written, skipped = enhance(model, args.input, args.output, strict=args.strict, streamer=streamer, chunk=args.chunk)
     print(f"wrote {len(written)} file(s) to {args.output}")
     if skipped:
@@ -288,8 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--stream", action="store_true",
                     help="feed each file through the model's streaming path, chunk by chunk, as live audio arrives")
     en.add_argument("--chunk", type=int, help="--stream: samples per chunk (default: the model's hop)")
-    en.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                    help="--stream: run the steps in PyTorch or in ONNX Runtime (exported on the fly)")
+    en.add_argument("--runtime", choices=("torch", "onnx", "compiled"), default="torch",
+                    help="--stream: run the steps in PyTorch, in ONNX Runtime (exported on the fly) or compiled "
+                         "(models with a compiled step: causal Conv-FSENet / DynCP)")
     en.set_defaults(func=_enhance)
     ex = sub.add_parser("export", help="a streaming ONNX graph of a model (one step, state in and out)")
     ex.add_argument("model", help="zoo name or path to an exported model / run folder")
@@ -304,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("models", nargs="+", help="zoo names or paths to exported models / run folders")
     be.add_argument("--wav", required=True, help="the file every model streams")
     be.add_argument("--threads", type=int, default=1)
-    be.add_argument("--runtime", choices=("onnx", "torch"), default="onnx",
-                    help="where frame-stepped models run their steps (others stream in PyTorch)")
+    be.add_argument("--runtime", choices=("auto", "onnx", "compiled", "torch"), default="auto",
+                    help="where frame-stepped models run their steps: auto = a model's compiled step where it has "
+                         "one (causal Conv-FSENet / DynCP), ONNX Runtime otherwise (others stream in PyTorch)")
     be.add_argument("--repeats", type=int, default=3)
     be.add_argument("--int8", action="store_true",
                     help="also time each model's int8 ONNX step (sezoo export --int8), row beside its float one")

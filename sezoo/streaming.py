@@ -291,18 +291,32 @@ def is_frame_stepped(model: nn.Module) -> bool:
     return callable(getattr(model, "stream_step", None))
 
 
+def has_compiled_step(model: nn.Module) -> bool:
+    """Whether the model has a compiled streaming step (``compiled_stream_step()``, runtime="compiled")."""
+    return callable(getattr(model, "compiled_stream_step", None))
+
+
 def open_streamer(source, runtime: str = "torch", threads: int = 1) -> Streamer:
-    """A streamer for a model (``runtime="torch"``) or an ONNX export folder (``runtime="onnx"``)."""
+    """A streamer for a model (``runtime="torch"``, or ``"compiled"`` for a model with a compiled step,
+    e.g. a causal Conv-FSENet: ``sezoo.models.convfsenet_compiled``) or an ONNX export folder
+    (``runtime="onnx"``)."""
     if runtime == "onnx":
         step = OnnxStep(source, threads)
         meta = step.meta
         return FrameStreamer(Framing(**meta["framing"]), step, meta["delay_frames"], meta["latency_samples"])
-    if runtime != "torch":
-        raise ValueError(f"runtime={runtime!r}: 'torch' or 'onnx'")
+    if runtime not in ("torch", "compiled"):
+        raise ValueError(f"runtime={runtime!r}: 'torch', 'compiled' or 'onnx'")
     model = source
-    if is_frame_stepped(model):
-        return FrameStreamer(model.stream_framing(), TorchStep(model), model.stream_delay_frames, model.latency_samples)
-    raise NotImplementedError(f"{type(model).__name__} has no streaming path (no stream_step)")
+    if runtime == "compiled":
+        if not has_compiled_step(model):
+            raise ValueError(f"{type(model).__name__} has no compiled streaming step: stream it with runtime='onnx' "
+                             "or 'torch'")
+        step = model.compiled_stream_step()
+    elif is_frame_stepped(model):
+        step = TorchStep(model)
+    else:
+        raise NotImplementedError(f"{type(model).__name__} has no streaming path (no stream_step)")
+    return FrameStreamer(model.stream_framing(), step, model.stream_delay_frames, model.latency_samples)
 
 
 def stream_enhance(streamer: Streamer, waveform, chunk: int) -> np.ndarray:

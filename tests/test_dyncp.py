@@ -76,6 +76,46 @@ def test_streaming_a_dense_model_costs_the_closed_form():
     assert executed == 12 * 662_528 and all(bool(g.all()) for g in gates)
 
 
+@pytest.mark.parametrize("gated", [True, False])
+def test_compiled_step_streams_the_offline_output_and_runs_only_the_open_channels(gated):
+    """The Numba step (sezoo.models.convfsenet_compiled): the streamed waveform equals the offline forward,
+    and the channel-frames it computed are the masked path's open gates, so its MACs are the executed count."""
+    import numpy as np
+
+    from sezoo.streaming import open_streamer, stream_enhance
+
+    model = _gated(causal=True, compression=0.3) if gated else create_model("convfsenet", causal=True).eval()
+    torch.manual_seed(1)
+    wave = torch.randn(8000) * 0.1
+    with torch.no_grad():
+        offline = model(wave[None])[0].numpy()
+    streamer = open_streamer(model, "compiled")
+    for chunk in (256, 1000):
+        streamed = stream_enhance(streamer, wave.numpy(), chunk)
+        np.testing.assert_allclose(streamed, offline, atol=1e-5, err_msg=f"chunk {chunk}")
+        streamer.reset()
+    stream_enhance(streamer, wave.numpy(), 256)
+    frames = 1 + 8000 // 256
+    computed = streamer.step.open_channels.tolist()
+    if gated:
+        with torch.no_grad():
+            model.mask(model.features(model.stft(wave[None])))
+        assert computed == [int(g.sum()) for g in model.block_gates()]
+        assert 0.2 < sum(computed) / (9 * 256 * frames) < 0.8  # half open: the skipping is exercised
+        assert model.executed_macs(frames, computed) < frames * (662_528 + 9 * (128 * 16 + 16 * 256))
+    else:
+        assert computed == [256 * frames] * 9
+
+
+def test_compiled_step_refuses_a_model_with_lookahead_and_one_without_a_compiled_step():
+    from sezoo.streaming import open_streamer
+
+    with pytest.raises(ValueError, match="waits 21 frames ahead.*runtime='onnx'"):
+        open_streamer(_gated(causal=False), "compiled")
+    with pytest.raises(ValueError, match="TinyLSTM has no compiled streaming step"):
+        open_streamer(create_model("tinylstm"), "compiled")
+
+
 def test_variants_and_stage_checks(tmp_path):
     recipe = _recipe()
     with pytest.raises(ConfigError, match="init_from"):

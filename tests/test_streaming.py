@@ -225,6 +225,23 @@ def test_cli_export_and_bench(exported_tinylstm, tmp_path, capsys):
     assert "| " + str(exported_tinylstm) in capsys.readouterr().out
 
 
+def test_bench_auto_runs_a_compiled_step_where_a_model_has_one(exported_tinylstm, tmp_path):
+    """``runtime="auto"`` (sezoo bench's default): a causal Conv-FSENet streams its compiled step, a model
+    without one its ONNX step, and ``runtime="compiled"`` on the latter says what to use instead."""
+    from sezoo.bench import prepare_model
+
+    torch.manual_seed(0)
+    dyncp = tmp_path / "dyncp"
+    export_model(create_model("convfsenet", channels=16, hidden=24, stacks=1, causal=True, gate_hidden=8).eval(), dyncp)
+    wav = str(exported_tinylstm / "noisy.wav")
+    row, stream = prepare_model(str(dyncp), wav, "auto")
+    assert row["runtime"] == "compiled"
+    assert type(stream.make().step).__name__ == "CompiledConvFSENetStep"
+    assert prepare_model(str(exported_tinylstm), wav, "auto")[0]["runtime"] == "onnx"
+    with pytest.raises(ValueError, match="no compiled streaming step; use runtime 'onnx'"):
+        prepare_model(str(exported_tinylstm), wav, "compiled")
+
+
 def test_bench_interleaves_the_passes_of_the_models_it_compares():
     """Models compared in one run take their timed passes in turn (A B A B ..., after one warm-up pass
     each), so a slow spell of the machine lands on all of them alike, not on one model's block."""

@@ -223,6 +223,13 @@ class ConvFSENet(SEModel):
             at += size
         return (torch.sigmoid(F.linear(h, self.back.weight[:, :, 0], self.back.bias)), *new_state)
 
+    def compiled_stream_step(self):
+        """The same step compiled with Numba, computing only the open channels of a gated frame (causal
+        models: :mod:`sezoo.models.convfsenet_compiled`); ``open_streamer(model, "compiled")`` runs it."""
+        from sezoo.models.convfsenet_compiled import CompiledConvFSENetStep
+
+        return CompiledConvFSENetStep(self.eval())
+
     # ------------------------------------------------------------------ streaming inference
     @torch.no_grad()
     def stream_mask(self, features: torch.Tensor) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
