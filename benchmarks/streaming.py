@@ -25,6 +25,7 @@ import torch
 
 from sezoo.bench import Stream, bench_models, markdown
 from sezoo.data.audio import read_audio
+from sezoo.streaming import fast_irfft, fast_rfft  # the host FFTs our models' streamers use: alike for all
 
 from peers import Rnnoise, _package_file, _session  # benchmarks/, on the path when a benchmark runs as a script
 
@@ -43,12 +44,12 @@ class _GtcrnStream:
 
     def push(self, hop: np.ndarray) -> np.ndarray:
         self.frame = np.concatenate([self.frame[hop.size:], hop])
-        spec = np.fft.rfft(self.frame * self.window)
+        spec = fast_rfft(self.frame * self.window)
         mix = np.stack([spec.real, spec.imag], axis=-1).astype(np.float32)[None, :, None, :]
         y, *caches = self.session.run(None, {"mix": mix, **self.caches})
         self.caches = dict(zip(self.caches, caches))
         self.out = np.concatenate([self.out[hop.size:], np.zeros(hop.size, np.float32)])
-        self.out += np.fft.irfft(y[0, :, 0, 0] + 1j * y[0, :, 0, 1], 512).astype(np.float32) * self.window
+        self.out += fast_irfft((y[0, :, 0, 0] + 1j * y[0, :, 0, 1]).astype(np.complex64), 512) * self.window
         return self.out[:hop.size]
 
     def flush(self) -> np.ndarray:
@@ -67,10 +68,10 @@ class _DtlnStream:
 
     def push(self, hop: np.ndarray) -> np.ndarray:
         self.frame = np.concatenate([self.frame[hop.size:], hop])
-        spec = np.fft.rfft(self.frame)
+        spec = fast_rfft(self.frame)
         mask, self.state_1 = self.first.run(None, {self.mag_in.name: np.abs(spec).astype(np.float32)[None, None],
                                                    self.names[0]: self.state_1})
-        estimate = np.fft.irfft(spec * mask[0, 0], 512).astype(np.float32)
+        estimate = fast_irfft(spec * mask[0, 0], 512)
         y, self.state_2 = self.second.run(None, {self.time_in.name: estimate[None, None], self.names[1]: self.state_2})
         self.out = np.concatenate([self.out[hop.size:], np.zeros(hop.size, np.float32)]) + y[0, 0]
         return self.out[:hop.size]

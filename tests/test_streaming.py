@@ -267,3 +267,19 @@ def test_bench_interleaves_the_passes_of_the_models_it_compares():
     assert passes == ["a", "b", "a", "b", "a", "b"]
     assert [r["hops"] for r in rows] == [4, 4]
     assert all(0 < r["ms_per_hop"] <= r["p99_ms"] and r["rtf"] > 0 for r in rows)
+
+
+def test_host_ffts_are_numpys_in_float32():
+    """The host's FFTs (scipy's pocketfft called directly, sezoo.streaming._fast_real_ffts) give numpy's
+    transforms, in float32, and invert each other, for the frame sizes the models use."""
+    from sezoo.streaming import fast_irfft, fast_rfft
+
+    rng = np.random.default_rng(0)
+    for n in (320, 512):
+        frame = rng.standard_normal(n).astype(np.float32)
+        spectrum = fast_rfft(frame)
+        assert spectrum.dtype == np.complex64 and spectrum.shape == (n // 2 + 1,)
+        np.testing.assert_allclose(spectrum, np.fft.rfft(frame.astype(np.float64)), atol=1e-4)
+        back = fast_irfft(spectrum, n)
+        assert back.dtype == np.float32
+        np.testing.assert_allclose(back, frame, atol=1e-5)
