@@ -208,6 +208,21 @@ def test_cli_enhance_stream_writes_the_offline_output(exported_tinylstm, tmp_pat
     np.testing.assert_allclose(streamed, offline, atol=1e-4)
 
 
+def test_cli_enhance_stream_compiled_writes_the_offline_output(exported_tinylstm, tmp_path):
+    """``--runtime compiled``: a gated causal Conv-FSENet (DynCP) streams through its compiled step."""
+    torch.manual_seed(0)
+    folder = tmp_path / "dyncp"
+    export_model(_gated_convfsenet(True).eval(), folder)
+    noisy = exported_tinylstm / "noisy.wav"
+    assert main(["enhance", "--model", str(folder), str(noisy), str(tmp_path / "offline.wav")]) == 0
+    assert main(["enhance", "--model", str(folder), "--stream", "--chunk", "100", "--runtime", "compiled",
+                 str(noisy), str(tmp_path / "streamed.wav")]) == 0
+    offline, _ = sf.read(tmp_path / "offline.wav", dtype="float32")
+    streamed, _ = sf.read(tmp_path / "streamed.wav", dtype="float32")
+    assert np.abs(offline).max() > 1e-3
+    np.testing.assert_allclose(streamed, offline, atol=1e-4)
+
+
 def test_cli_export_and_bench(exported_tinylstm, tmp_path, capsys):
     assert main(["export", str(exported_tinylstm), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
     meta = json.loads((tmp_path / "onnx" / "stream.json").read_text())
